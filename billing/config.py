@@ -1,0 +1,82 @@
+"""Settings of contract 3, read once from the environment at the edge and passed inward.
+
+Every variable is optional; the defaults are the embedded setup (SQLite ledger, local archive,
+the committed sample cycles, e-mails and SMS written to files under `$INVOICES_HOME/outbox/`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from billing.errors import ConfigurationError
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+SAMPLE_CYCLES = CHECKOUT / "sample_data" / "cycles"
+
+TLS_MODES = ("none", "starttls", "ssl")
+SMS_TRANSPORTS = ("file", "sns")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    ledger_url: str
+    source_url: str
+    archive_url: str
+    staging_url: str
+    chunk_size: int = 1000
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_tls: str = "none"
+    mail_from: str = "facturi@example.ro"
+    sms_transport: str = "file"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: the process environment)."""
+        env = os.environ if env is None else env
+
+        def get(name: str, default: str = "") -> str:
+            return env.get(name, "").strip() or default
+
+        home = Path(get("INVOICES_HOME", str(CHECKOUT / ".data"))).expanduser().absolute()
+        tls = get("INVOICES_SMTP_TLS", "none").lower()
+        if tls not in TLS_MODES:
+            raise ConfigurationError(f"INVOICES_SMTP_TLS must be one of {TLS_MODES}, not {tls!r}")
+        sms = get("INVOICES_SMS_TRANSPORT", "file").lower()
+        if sms not in SMS_TRANSPORTS:
+            raise ConfigurationError(
+                f"INVOICES_SMS_TRANSPORT must be one of {SMS_TRANSPORTS}, not {sms!r}"
+            )
+        return cls(
+            home=home,
+            ledger_url=get("INVOICES_LEDGER_URL", f"sqlite:///{home / 'ledger.db'}"),
+            source_url=get("INVOICES_SOURCE_URL", str(SAMPLE_CYCLES)),
+            archive_url=get("INVOICES_ARCHIVE_URL", str(home / "archive")),
+            staging_url=get("INVOICES_STAGING_URL", str(home / "staging")),
+            chunk_size=_positive_int(get("INVOICES_CHUNK_SIZE", "1000"), "INVOICES_CHUNK_SIZE"),
+            smtp_host=get("INVOICES_SMTP_HOST"),
+            smtp_port=_positive_int(
+                get("INVOICES_SMTP_PORT", "465" if tls == "ssl" else "25"), "INVOICES_SMTP_PORT"
+            ),
+            smtp_username=get("INVOICES_SMTP_USERNAME"),
+            smtp_password=env.get("INVOICES_SMTP_PASSWORD", ""),
+            smtp_tls=tls,
+            mail_from=get("INVOICES_MAIL_FROM", "facturi@example.ro"),
+            sms_transport=sms,
+        )
+
+
+def _positive_int(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
+    if number <= 0:
+        raise ConfigurationError(f"{name} must be positive, not {number}")
+    return number

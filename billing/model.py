@@ -1,0 +1,106 @@
+"""Immutable domain values: a cycle, its customers and their charges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """One billing cycle, as `cycle.json` describes it."""
+
+    cycle_id: str
+    series: str
+    period_start: date
+    period_end: date
+    issue_date: date
+    due_date: date
+    currency: str = "RON"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    street: str
+    city: str
+    county: str
+    postal_code: str
+    country: str = "RO"
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """A validated customer row. `contact_flags` names unusable contact fields
+    (`invalid_email`, `invalid_phone`): the customer is still invoiced, the notice falls back."""
+
+    customer_id: str
+    name: str
+    tax_id: str
+    address: Address
+    phone: str
+    email: str
+    language: str
+    delivery: str
+    notify: str
+    paper_address: Address | None = None
+    contact_flags: tuple[str, ...] = ()
+
+    @property
+    def mailing_address(self) -> Address:
+        """Where a paper invoice goes: the paper address when given, else the billing address."""
+        return self.paper_address or self.address
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A validated charge row; `row` is where it stood in the export (for the audit trail)."""
+
+    customer_id: str
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    vat_rate: Decimal
+    service_start: date | None = None
+    service_end: date | None = None
+    row: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a row was quarantined (or, for contact fields, flagged)."""
+
+    file: str
+    row: int
+    customer_id: str
+    column: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    """A small descriptor of one staged chunk: what tasks pass to each other."""
+
+    cycle_id: str
+    chunk: int
+    chunks: int
+    customers: int
+    charges: int
+    first_customer: str
+    last_customer: str
+
+    def as_dict(self) -> dict:
+        return {
+            "cycle_id": self.cycle_id,
+            "chunk": self.chunk,
+            "chunks": self.chunks,
+            "customers": self.customers,
+            "charges": self.charges,
+            "first_customer": self.first_customer,
+            "last_customer": self.last_customer,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ChunkRef:
+        return cls(**{k: data[k] for k in cls.__slots__})
