@@ -1,0 +1,207 @@
+"""The ledger: issued invoices, their lines and VAT summaries, series counters, runs.
+
+SQLAlchemy Core over SQLite (embedded default) or PostgreSQL (production). The schema is created
+or migrated (alembic, `storage/migrations/`) the first time a process opens the ledger; concurrent
+first openings are serialised by a lock, so many workers can start at once.
+
+Money columns hold whole bani (BIGINT), so sums are exact in both databases; quantities, unit
+prices and rates keep their exact decimal text.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.types import TypeDecorator
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "ledger_schema_version"
+_MIGRATION_LOCK_ID = 0x1F0_1CE5  # pg_advisory_xact_lock key for schema changes
+
+
+class Money(TypeDecorator):
+    """A Decimal amount with at most two decimals, stored as whole bani."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        bani = Decimal(value).scaleb(2)
+        if bani != bani.to_integral_value():
+            raise ValueError(f"{value} has more than two decimals")
+        return int(bani)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else Decimal(int(value)).scaleb(-2)
+
+
+class ExactDecimal(TypeDecorator):
+    """A Decimal kept as its exact text (quantities, unit prices, VAT rates)."""
+
+    impl = sa.String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else str(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else Decimal(value)
+
+
+metadata = sa.MetaData()
+
+cycles = sa.Table(
+    "cycles",
+    metadata,
+    sa.Column("cycle_id", sa.String(32), primary_key=True),
+    sa.Column("series", sa.String(10), nullable=False),
+    sa.Column("period_start", sa.Date, nullable=False),
+    sa.Column("period_end", sa.Date, nullable=False),
+    sa.Column("issue_date", sa.Date, nullable=False),
+    sa.Column("due_date", sa.Date, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+series_counters = sa.Table(
+    "series_counters",
+    metadata,
+    sa.Column("series", sa.String(10), primary_key=True),
+    sa.Column("last_number", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+invoices = sa.Table(
+    "invoices",
+    metadata,
+    sa.Column("number", sa.String(24), primary_key=True),
+    sa.Column("series", sa.String(10), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("cycle_id", sa.String(32), sa.ForeignKey("cycles.cycle_id"), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("issue_date", sa.Date, nullable=False),
+    sa.Column("due_date", sa.Date, nullable=False),
+    sa.Column("period_start", sa.Date, nullable=False),
+    sa.Column("period_end", sa.Date, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("customer_name", sa.Text, nullable=False),
+    sa.Column("customer_tax_id", sa.String(16), nullable=False),
+    sa.Column("street", sa.Text, nullable=False),
+    sa.Column("city", sa.Text, nullable=False),
+    sa.Column("county", sa.Text, nullable=False),
+    sa.Column("postal_code", sa.String(10), nullable=False),
+    sa.Column("country", sa.String(2), nullable=False),
+    sa.Column("phone", sa.String(32), nullable=False),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("language", sa.String(2), nullable=False),
+    sa.Column("delivery", sa.String(16), nullable=False),
+    sa.Column("notify", sa.String(8), nullable=False),
+    sa.Column("paper_street", sa.Text, nullable=False),
+    sa.Column("paper_city", sa.Text, nullable=False),
+    sa.Column("paper_county", sa.Text, nullable=False),
+    sa.Column("paper_postal_code", sa.String(10), nullable=False),
+    sa.Column("contact_flags", sa.String(64), nullable=False),
+    sa.Column("net_total", Money, nullable=False),
+    sa.Column("vat_total", Money, nullable=False),
+    sa.Column("total", Money, nullable=False),
+    sa.Column("line_count", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.UniqueConstraint("series", "seq", name="uq_invoices_series_seq"),
+    sa.UniqueConstraint("cycle_id", "customer_id", name="uq_invoices_cycle_customer"),
+    sa.Index("ix_invoices_customer_issue", "customer_id", "issue_date"),
+)
+
+invoice_vat = sa.Table(
+    "invoice_vat",
+    metadata,
+    sa.Column("number", sa.String(24), sa.ForeignKey("invoices.number"), primary_key=True),
+    sa.Column("rate", ExactDecimal, primary_key=True),
+    sa.Column("base", Money, nullable=False),
+    sa.Column("vat", Money, nullable=False),
+)
+
+invoice_lines = sa.Table(
+    "invoice_lines",
+    metadata,
+    sa.Column("number", sa.String(24), sa.ForeignKey("invoices.number"), primary_key=True),
+    sa.Column("line_no", sa.Integer, primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("quantity", ExactDecimal, nullable=False),
+    sa.Column("unit_price", ExactDecimal, nullable=False),
+    sa.Column("net", Money, nullable=False),
+    sa.Column("vat_rate", ExactDecimal, nullable=False),
+    sa.Column("service_start", sa.Date),
+    sa.Column("service_end", sa.Date),
+    sa.Column("source_row", sa.Integer, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("cycle_id", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("report", sa.Text),
+)
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def open_ledger(url: str) -> Engine:
+    """An engine for the ledger at `url`, its schema created or migrated on first use."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create_engine(url)
+            migrate(engine)
+            _engines[url] = engine
+        return engine
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        # Take the write lock when a transaction starts, not at its first write: an issuing
+        # transaction reads the counter and then writes it, and must not interleave with another.
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_on_connect(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # let the "begin" hook issue BEGIN itself
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest version; safe to call from many processes at once."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
