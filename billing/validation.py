@@ -5,13 +5,14 @@ Reason codes (stable: the quarantine report and tests use them):
   missing, invalid_id, invalid_text, duplicate, invalid_tax_id, invalid_postal_code,
   invalid_country, invalid_county, invalid_choice, incomplete_paper_address,
   unknown_customer, customer_quarantined, invalid_charges, no_charges, invalid_decimal,
-  invalid_vat_rate, invalid_date, invalid_service_period, malformed_row
+  invalid_vat_rate, invalid_date, invalid_service_period, malformed_row, invalid_encoding
 Flags that never withhold an invoice (the notice falls back to another channel):
   invalid_email, invalid_phone
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from datetime import date
@@ -69,7 +70,8 @@ ISO_COUNTRIES = frozenset(
 )
 
 _CEDILLA_TO_COMMA = str.maketrans({"ş": "ș", "Ş": "Ș", "ţ": "ț", "Ţ": "Ț"})
-_WHITESPACE = re.compile(r"\s+")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SERIES = re.compile(r"[A-Z]{1,10}")
 _CYCLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
@@ -86,8 +88,27 @@ _POSTAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{1,9}")
 
 def normalize_text(value: str) -> str:
     """NFC, cedilla s/t to comma-below (the correct Romanian letters), whitespace folded."""
-    value = unicodedata.normalize("NFC", value).translate(_CEDILLA_TO_COMMA)
-    return _WHITESPACE.sub(" ", value).strip()
+    if not value.isascii():
+        value = unicodedata.normalize("NFC", value).translate(_CEDILLA_TO_COMMA)
+    return " ".join(value.split())
+
+
+def has_control(value: str) -> bool:
+    """Control characters left after normalize_text (which folds tabs and line breaks)."""
+    return _CONTROL.search(value) is not None
+
+
+def text_problem(value: str) -> tuple[str, str] | None:
+    """(reason, detail) when a text field holds bytes that were not UTF-8 or control characters."""
+    if value.isascii():
+        return (
+            ("invalid_text", "control characters are not allowed") if has_control(value) else None
+        )
+    if _UNDECODABLE.search(value):
+        return "invalid_encoding", "bytes that are not UTF-8"
+    if has_control(value):
+        return "invalid_text", "control characters are not allowed"
+    return None
 
 
 def _fold(value: str) -> str:
@@ -146,6 +167,7 @@ def _is_date(year: int, month: int, day: int) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_date(value: str) -> date | None:
     """An ISO date (YYYY-MM-DD) or None."""
     if not _ISO_DATE.fullmatch(value):
@@ -234,8 +256,8 @@ class CustomerValidator:
             if not get[column]:
                 problem(column, "missing", f"{column} is empty")
         for column, value in get.items():
-            if any(unicodedata.category(c) == "Cc" for c in value):
-                problem(column, "invalid_text", "control characters are not allowed")
+            if found := text_problem(value):
+                problem(column, *found)
         country = get["country"].upper() or "RO"
         if country not in ISO_COUNTRIES:
             problem("country", "invalid_country", f"{get['country']!r} is not an ISO 3166-1 code")
@@ -243,11 +265,12 @@ class CustomerValidator:
         paper = None
         paper_fields = [get[f"paper_{k}"] for k in ("street", "city", "county", "postal_code")]
         if any(paper_fields):
-            if not (get["paper_street"] and get["paper_city"] and get["paper_postal_code"]):
+            absent = [c for c in ("paper_street", "paper_city", "paper_postal_code") if not get[c]]
+            if absent:
                 problem(
-                    "paper_street",
+                    absent[0],
                     "incomplete_paper_address",
-                    "a paper address needs paper_street, paper_city and paper_postal_code",
+                    f"a paper address needs {', '.join(absent)} too",
                 )
             else:
                 paper = self._address(get, "paper_", "RO", problem)
@@ -333,8 +356,8 @@ class ChargeValidator:
         description = normalize_text(raw.get("description") or "")
         if not description:
             problem("description", "missing", "description is empty")
-        elif any(unicodedata.category(c) == "Cc" for c in description):
-            problem("description", "invalid_text", "control characters are not allowed")
+        elif found := text_problem(description):
+            problem("description", *found)
         numbers = {}
         for column in ("quantity", "unit_price", "vat_rate"):
             value = (raw.get(column) or "").strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from decimal import Decimal
 
@@ -23,6 +24,7 @@ def rates_in_force(on: date) -> frozenset[Decimal]:
     return current
 
 
+@functools.lru_cache(maxsize=1024)
 def rates_in_period(start: date, end: date) -> frozenset[Decimal]:
     """Every rate in force on some day of [start, end]: a cycle that straddles a change has both."""
     rates = set(rates_in_force(start))

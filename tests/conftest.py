@@ -71,3 +71,43 @@ def settings_for(tmp_path):
         return Settings.from_env(env)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's S3/SNS server on 127.0.0.1 (real HTTP), for the whole test session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch):
+    """boto3's own settings pointed at the local moto server, as an operator would set them."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_DEFAULT_REGION": "eu-central-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return moto_endpoint
+
+
+@pytest.fixture
+def s3_bucket(aws_env):
+    """A new, empty bucket on the moto server; returns (client, bucket name)."""
+    import boto3
+
+    client = boto3.client("s3")
+    name = f"invoices-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}
+    )
+    return client, name

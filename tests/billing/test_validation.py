@@ -59,7 +59,7 @@ def test_vat_rates_change_on_2025_08_01():
         pytest.param({"language": "fr"}, "language", "invalid_choice", id="language"),
         pytest.param({"delivery": ""}, "delivery", "missing", id="delivery-empty"),
         pytest.param(
-            {"paper_street": "Str. X 1"}, "paper_street", "incomplete_paper_address", id="paper"
+            {"paper_street": "Str. X 1"}, "paper_city", "incomplete_paper_address", id="paper"
         ),
     ],
 )

@@ -1,0 +1,249 @@
+"""Benchmark: stage and issue one synthetic cycle, each figure against a floor measured alongside.
+
+`python -m billing.bench [--customers N] [--ledger sqlite|postgresql|both]` generates a cycle of
+N customers and prints one table:
+
+- staging against the floor of merely reading the export (`csv.reader`, counting rows);
+- issuing, and issuing again (which must allocate nothing), against the floor of bulk-inserting
+  the same invoice rows with pre-assigned numbers, no counter lock and no idempotency check;
+- the peak RSS of each stage, measured by the child process that ran it, against an idle child
+  (the imports alone) and, for staging, against a cycle a quarter of the size.
+
+Every heavy step runs in a spawned child so that the parent stays small: on Linux a child's
+`ru_maxrss` starts from the resident size of the parent it was forked from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing
+import os
+import platform
+import resource
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+from billing.issuing import (
+    IssueResult,
+    _invoice_rows,
+    format_number,
+    issue_invoices,
+    register_cycle,
+)
+from billing.staging import load_staged, read_chunk, stage_cycle
+from sample_data.generator import write_cycle
+from storage.blobs import open_store
+from storage.ledger import invoice_lines, invoice_vat, invoices, open_ledger
+
+CYCLE = "2026-11"
+BATCH = 500  # invoices per transaction, as in issue_invoices
+PG_URL = os.environ.get("INVOICES_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB (Linux gives ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def in_child(func, *args):
+    """`func(*args)` run in a freshly spawned process; its result."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(func, args)
+
+
+def read_floor(folder: Path) -> tuple[float, int, int]:
+    """Seconds to read customers.csv and charges.csv with csv.reader, and their data rows."""
+    start = time.perf_counter()
+    counts = []
+    for name in ("customers.csv", "charges.csv"):
+        with (folder / name).open(encoding="utf-8", newline="") as src:
+            counts.append(sum(1 for _ in csv.reader(src)) - 1)
+    return time.perf_counter() - start, *counts
+
+
+def run_staging(source: str, staging: str) -> tuple[float, float]:
+    """Stage the cycle from `source` into `staging`: (seconds, peak RSS in MB)."""
+    start = time.perf_counter()
+    stage_cycle(open_store(source), open_store(staging), CYCLE, chunk_size=1000)
+    return time.perf_counter() - start, peak_rss_mb()
+
+
+def run_insert_floor(staging: str, url: str) -> tuple[float, float, int]:
+    """Insert every staged invoice's rows, pre-numbered, into the empty ledger at `url`.
+
+    Returns the seconds spent in the inserts alone, the seconds spent reading the chunks and
+    building the rows (not part of the floor), and the number of invoices.
+    """
+    store = open_store(staging)
+    staged = load_staged(store, CYCLE)
+    cycle = staged.cycle
+    engine = open_ledger(url)
+    register_cycle(engine, cycle)
+    inserting = building = 0.0
+    seq = 0
+    now = datetime.now(UTC)
+    for ref in staged.chunks:
+        began = time.perf_counter()
+        items = read_chunk(store, ref)
+        building += time.perf_counter() - began
+        for first in range(0, len(items), BATCH):
+            began = time.perf_counter()
+            rows, vat_rows, line_rows = [], [], []
+            for customer, charges in items[first : first + BATCH]:
+                seq += 1
+                number = format_number(cycle.series, seq)
+                invoice, vats, lines = _invoice_rows(number, seq, cycle, customer, charges)
+                rows.append({**invoice, "issued_at": now, "run_id": "bench-floor"})
+                vat_rows.extend(vats)
+                line_rows.extend(lines)
+            built = time.perf_counter()
+            building += built - began
+            with engine.begin() as conn:
+                conn.execute(invoices.insert(), rows)
+                conn.execute(invoice_vat.insert(), vat_rows)
+                conn.execute(invoice_lines.insert(), line_rows)
+            inserting += time.perf_counter() - built
+    return inserting, building, seq
+
+
+def run_issuing(staging: str, url: str) -> tuple[float, float, int, float]:
+    """Issue the staged cycle into the empty ledger at `url`, then re-issue it.
+
+    Returns (issue seconds, re-issue seconds, invoices issued, peak RSS in MB); raises
+    AssertionError when the re-issue allocates any number.
+    """
+    store = open_store(staging)
+    staged = load_staged(store, CYCLE)
+    engine = open_ledger(url)
+    register_cycle(engine, staged.cycle)
+    seconds, results = [], []
+    for run_id in ("bench-issue", "bench-reissue"):
+        start = time.perf_counter()
+        result = IssueResult()
+        for ref in staged.chunks:
+            result += issue_invoices(engine, staged.cycle, read_chunk(store, ref), run_id)
+        seconds.append(time.perf_counter() - start)
+        results.append(result)
+    first, again = results
+    if again.issued != 0 or again.existing != first.issued:
+        raise AssertionError(f"re-issue allocated numbers: {again} after {first}")
+    return seconds[0], seconds[1], first.issued, peak_rss_mb()
+
+
+@contextmanager
+def fresh_ledgers(kind: str, tmp: Path, pg_url: str) -> Iterator[tuple[str, str]]:
+    """URLs of two empty ledgers (for issuing, for the insert floor), dropped on exit."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp}/{kind}-issue.db", f"sqlite:///{tmp}/{kind}-floor.db"
+        return
+    name = f"invoices_bench_{uuid.uuid4().hex[:12]}"
+    names = (name, f"{name}_floor")
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for db in names:
+                conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
+        url = sa.engine.make_url(pg_url)
+        yield tuple(url.set(database=db).render_as_string(hide_password=False) for db in names)
+    finally:
+        with admin.connect() as conn:
+            for db in names:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        admin.dispose()
+
+
+def _rate(count: int, seconds: float, unit: str) -> str:
+    return f"{count / seconds:,.0f} {unit}/s"
+
+
+def bench(customers: int, ledgers: tuple[str, ...], pg_url: str = PG_URL) -> Table:
+    """Run the benchmark for a cycle of `customers` customers on each ledger; the table."""
+    table = Table(
+        title=f"Staging and issuing one cycle of {customers:,} customers",
+        caption=f"os.cpu_count() = {os.cpu_count()}, Python {platform.python_version()}",
+    )
+    for column in ("figure", "value", "seconds", "baseline", "ratio"):
+        numeric = column in ("seconds", "ratio")
+        table.add_column(column, justify="right" if numeric else "left")
+
+    def row(figure, value, seconds=None, baseline="", ratio=None):
+        table.add_row(
+            figure,
+            value,
+            "" if seconds is None else f"{seconds:.2f}",
+            baseline,
+            "" if ratio is None else f"{ratio:.2f}x",
+        )
+
+    with tempfile.TemporaryDirectory(prefix="invoices-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        start = time.perf_counter()
+        write_cycle(tmp / "full", CYCLE, customers, seed=1)
+        generate_s = time.perf_counter() - start
+        write_cycle(tmp / "quarter", CYCLE, customers // 4, seed=1)
+        read_s, n_customers, n_charges = read_floor(tmp / "full" / CYCLE)
+        idle_mb = in_child(peak_rss_mb)
+        stage_s, stage_mb = in_child(run_staging, str(tmp / "full"), str(tmp / "staging"))
+        _, quarter_mb = in_child(run_staging, str(tmp / "quarter"), str(tmp / "staging-quarter"))
+
+        rows = n_customers + n_charges
+        row("read floor: csv.reader, count rows", _rate(rows, read_s, "rows"), read_s, "(baseline)")
+        row("generate cycle (write_cycle)", _rate(rows, generate_s, "rows"), generate_s,
+            "read floor", generate_s / read_s)  # fmt: skip
+        row("staging", f"{_rate(n_customers, stage_s, 'customers')}, "
+            f"{_rate(n_charges, stage_s, 'charge rows')}", stage_s, "read floor",
+            stage_s / read_s)  # fmt: skip
+        row("idle child: imports only, peak RSS", f"{idle_mb:.0f} MB", baseline="(baseline)")
+        row(f"staging peak RSS, N/4 = {customers // 4:,}", f"{quarter_mb:.0f} MB",
+            baseline="idle child", ratio=quarter_mb / idle_mb)  # fmt: skip
+        row(f"staging peak RSS, N = {customers:,}", f"{stage_mb:.0f} MB",
+            baseline="peak at N/4", ratio=stage_mb / quarter_mb)  # fmt: skip
+
+        staging = str(tmp / "staging")
+        for kind in ledgers:
+            with fresh_ledgers(kind, tmp, pg_url) as (issue_url, floor_url):
+                insert_s, build_s, count = in_child(run_insert_floor, staging, floor_url)
+                issue_s, reissue_s, issued, issue_mb = in_child(run_issuing, staging, issue_url)
+            if issued != count:
+                raise AssertionError(
+                    f"{kind}: issued {issued} invoices, the floor inserted {count}"
+                )
+            row(f"{kind}: insert floor, pre-numbered rows", _rate(count, insert_s, "invoices"),
+                insert_s, "(baseline)")  # fmt: skip
+            row(f"{kind}: read chunks + build rows (not in floor)",
+                _rate(count, build_s, "invoices"), build_s, "insert floor",
+                build_s / insert_s)  # fmt: skip
+            row(f"{kind}: issuing", _rate(issued, issue_s, "invoices"), issue_s, "insert floor",
+                issue_s / insert_s)  # fmt: skip
+            row(f"{kind}: re-issue, 0 allocated", _rate(issued, reissue_s, "invoices"),
+                reissue_s, "insert floor", reissue_s / insert_s)  # fmt: skip
+            row(f"{kind}: issuing peak RSS", f"{issue_mb:.0f} MB", baseline="idle child",
+                ratio=issue_mb / idle_mb)  # fmt: skip
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, run the benchmark and print its table."""
+    parser = argparse.ArgumentParser(prog="python -m billing.bench", description=__doc__)
+    parser.add_argument("--customers", type=int, default=100_000, help="cycle size N")
+    parser.add_argument("--ledger", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--pg-url", default=PG_URL, help="a PostgreSQL database to connect to")
+    args = parser.parse_args(argv)
+    if args.customers < 4:
+        parser.error("--customers must be at least 4 (the memory figure stages N/4 too)")
+    ledgers = ("sqlite", "postgresql") if args.ledger == "both" else (args.ledger,)
+    Console().print(bench(args.customers, ledgers, args.pg_url))
+
+
+if __name__ == "__main__":
+    main()
