@@ -27,10 +27,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 run: install
 	@test -n "$(CYCLE)" || { echo "no cycle: set CYCLE=<cycle_id>"; exit 2; }
-	$(BIN)/airflow db migrate > $(INVOICES_HOME)/airflow-migrate.log 2>&1 || { cat $(INVOICES_HOME)/airflow-migrate.log; exit 1; }
-	$(BIN)/airflow dags test invoice_cycle --conf '{"cycle_id": "$(CYCLE)"}' > $(INVOICES_HOME)/last-run.log 2>&1 \
-		|| { tail -n 60 $(INVOICES_HOME)/last-run.log; echo "run of cycle $(CYCLE) failed: full log in $(INVOICES_HOME)/last-run.log"; exit 1; }
-	$(BIN)/invoices report $(CYCLE)
+	@mkdir -p "$(INVOICES_HOME)"
+	@echo "running cycle $(CYCLE) through Airflow (log: $(INVOICES_HOME)/last-run.log)"
+	@$(BIN)/airflow db migrate > "$(INVOICES_HOME)/airflow-migrate.log" 2>&1 \
+		|| { cat "$(INVOICES_HOME)/airflow-migrate.log"; echo "airflow db migrate failed"; exit 1; }
+	@$(BIN)/airflow dags test invoice_cycle --conf '{"cycle_id": "$(CYCLE)"}' > "$(INVOICES_HOME)/last-run.log" 2>&1 \
+		|| { grep -E "Error|error" "$(INVOICES_HOME)/last-run.log" | grep -v "^\s*File " | tail -n 5; \
+		     echo "run of cycle $(CYCLE) failed: full log in $(INVOICES_HOME)/last-run.log"; exit 1; }
+	@$(BIN)/invoices report $(CYCLE)
 
 test: install
 	$(BIN)/pytest

@@ -1,0 +1,117 @@
+"""The invoice_cycle DAG: it parses fast and clean, and `make run` runs the sample cycle
+end to end through `airflow dags test`; running it again issues nothing new."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVOICES_", "AIRFLOW"))}
+    env.update(
+        INVOICES_HOME=str(home),
+        AIRFLOW_HOME=str(home / "airflow"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    )
+    return env
+
+
+PARSE = """
+import json, time
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder={folder!r})
+dag = bag.dags["invoice_cycle"]
+print(json.dumps({{
+    "errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+    "seconds": max(s.duration.total_seconds() for s in bag.dagbag_stats),
+    "tags": sorted(dag.tags), "retries": [t.retries for t in dag.tasks],
+    "params": list(dag.params.keys()), "tasks": sorted(t.task_id for t in dag.tasks),
+}}))
+"""
+
+
+def test_dag_parses_fast_with_retries_and_tags(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE.format(folder=str(REPO / "dags"))],
+        env=airflow_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    parsed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert parsed["errors"] == {}
+    assert parsed["seconds"] < 2
+    assert {"billing", "invoices"} <= set(parsed["tags"])
+    assert all(r >= 2 for r in parsed["retries"])
+    assert parsed["params"] == ["cycle_id"]
+    assert {"stage", "issue", "report"} <= set(parsed["tasks"])
+
+
+def make_run(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", "run", *args], cwd=REPO, env=airflow_env(home),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def reports(home: Path) -> list[dict]:
+    folder = home / "archive" / "reports" / "2026-11"
+    found = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    return sorted(found, key=lambda r: r["finished_at"])
+
+
+@pytest.mark.slow
+def test_make_run_issues_the_sample_cycle_once(tmp_path):
+    home = tmp_path / "home"
+    first = make_run(home)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "invoices issued" in first.stdout  # the run report is printed
+    [report] = reports(home)
+    bad = json.loads((REPO / "sample_data/cycles/2026-11/BAD_ROWS.json").read_text())
+    quarantined = {
+        e["customer_id"] for e in bad if e["quarantined"] and e["reason"] != "unknown_customer"
+    }
+    assert report["customers"] == 314
+    assert report["quarantined_customers"] == len(quarantined)
+    assert report["invoices_issued"] == 314 - len(quarantined)
+    assert report["invoices_existing"] == 0
+    assert set(report) >= {
+        "cycle_id", "run_id", "started_at", "finished_at", "customers", "quarantined_customers",
+        "quarantined_rows", "invoices_issued", "invoices_existing", "pdfs_archived", "notices",
+        "paper_queued", "fallbacks", "totals",
+    }  # fmt: skip
+    assert report["notices"]["email"] == {"sent": 0, "failed": 0, "pending": 0}
+
+    engine = sa.create_engine(f"sqlite:///{home / 'ledger.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT seq, total, net_total, vat_total FROM invoices ORDER BY seq")
+        ).all()
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    assert len(rows) == report["invoices_issued"]
+    assert f"{sum(r.total for r in rows) / 100:.2f}" == report["totals"]["gross"]
+    assert f"{sum(r.net_total for r in rows) / 100:.2f}" == report["totals"]["net"]
+
+    second = make_run(home)
+    assert second.returncode == 0, second.stdout + second.stderr
+    again = reports(home)[-1]
+    assert (again["invoices_issued"], again["invoices_existing"]) == (0, report["invoices_issued"])
+    assert again["totals"] == report["totals"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM invoices")).scalar() == len(rows)
+
+
+@pytest.mark.slow
+def test_make_run_fails_on_a_missing_cycle_and_says_why(tmp_path):
+    done = make_run(tmp_path / "home", "CYCLE=1999-01")
+    assert done.returncode != 0
+    assert "1999-01/cycle.json: missing" in done.stdout + done.stderr
