@@ -5,6 +5,8 @@
     ├── InputError              a whole input file is missing or unusable; names the file
     ├── LedgerError             the ledger refused an operation
     │   └── CycleConflictError  a cycle was re-staged with different cycle.json contents
+    ├── ArchiveError            the archive refused or failed an operation
+    │   └── ArchiveConflictError  a write-once key already holds different bytes
     └── DeliveryError           a notice could not be delivered
         ├── RetryableDeliveryError   try again later (4xx, timeouts, throttling)
         └── PermanentDeliveryError   never retry (5xx, invalid recipient)
@@ -38,6 +40,14 @@ class LedgerError(InvoicePipelineError):
 
 class CycleConflictError(LedgerError):
     """A cycle was staged again with cycle.json contents that differ from the first staging."""
+
+
+class ArchiveError(InvoicePipelineError):
+    """The archive refused or failed an operation."""
+
+
+class ArchiveConflictError(ArchiveError):
+    """A write-once key already holds other bytes: archived documents are never overwritten."""
 
 
 class DeliveryError(InvoicePipelineError):

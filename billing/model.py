@@ -104,3 +104,60 @@ class ChunkRef:
     @classmethod
     def from_dict(cls, data: dict) -> ChunkRef:
         return cls(**{k: data[k] for k in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class Supplier:
+    """The issuing company, as printed on every invoice (Fiscal Code art. 319 para. 20 (d))."""
+
+    name: str
+    cui: str  # VAT registration code, e.g. RO18547290
+    trade_register: str  # Reg. Com. number, e.g. J40/1234/2001
+    address: str
+    iban: str
+    bank: str
+    share_capital: str  # e.g. "1.000.000 lei"
+    email: str = ""
+    phone: str = ""
+    website: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceLine:
+    line_no: int
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    net: Decimal
+    vat_rate: Decimal
+    service_start: date | None = None
+    service_end: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VatLine:
+    """Taxable base and VAT of one rate on an issued invoice."""
+
+    rate: Decimal
+    base: Decimal
+    vat: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedInvoice:
+    """An invoice as the ledger holds it: immutable once issued, the source of every rendering."""
+
+    number: str
+    series: str
+    cycle_id: str
+    customer: Customer
+    issue_date: date
+    due_date: date
+    period_start: date
+    period_end: date
+    currency: str
+    lines: tuple[InvoiceLine, ...]
+    vat: tuple[VatLine, ...]
+    net_total: Decimal
+    vat_total: Decimal
+    total: Decimal

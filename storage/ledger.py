@@ -143,6 +143,21 @@ invoice_lines = sa.Table(
     sa.Column("source_row", sa.Integer, nullable=False),
 )
 
+invoice_documents = sa.Table(
+    "invoice_documents",
+    metadata,
+    sa.Column("number", sa.String(24), sa.ForeignKey("invoices.number"), primary_key=True),
+    sa.Column("cycle_id", sa.String(32), nullable=False),
+    sa.Column("template_version", sa.String(16), nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("version_id", sa.String(1024)),
+    sa.Column("archived_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Index("ix_invoice_documents_cycle", "cycle_id"),
+)
+
 runs = sa.Table(
     "runs",
     metadata,

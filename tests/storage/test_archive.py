@@ -1,0 +1,24 @@
+"""The local archive is write-once: same bytes again is a no-op, other bytes are refused."""
+
+import pytest
+
+from billing.errors import ArchiveConflictError
+from storage.archive import LocalArchive, sha256_hex
+
+
+def test_put_once_is_idempotent_and_never_overwrites(tmp_path):
+    archive = LocalArchive(tmp_path)
+    first = archive.put_once("invoices/C1/OR00000001.pdf", b"%PDF-1.4 one")
+    assert (first.size, first.sha256) == (12, sha256_hex(b"%PDF-1.4 one"))
+    assert archive.put_once("invoices/C1/OR00000001.pdf", b"%PDF-1.4 one") == first
+    with pytest.raises(ArchiveConflictError, match="invoices/C1/OR00000001.pdf already holds other bytes"):
+        archive.put_once("invoices/C1/OR00000001.pdf", b"%PDF-1.4 two")
+    assert archive.get("invoices/C1/OR00000001.pdf") == b"%PDF-1.4 one"
+    assert list(archive.list("invoices/")) == ["invoices/C1/OR00000001.pdf"]
+    assert (tmp_path / "invoices/C1/OR00000001.pdf").stat().st_mode & 0o222 == 0
+
+
+@pytest.mark.parametrize("key", ["../x.pdf", "invoices/../../x", "", "/"])
+def test_keys_cannot_escape_the_archive(tmp_path, key):
+    with pytest.raises(ValueError, match="invalid archive key"):
+        LocalArchive(tmp_path).put_once(key, b"x")
