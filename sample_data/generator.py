@@ -176,10 +176,13 @@ def _thousandths(upper_bounds: Sequence[int]) -> Callable[[random.Random], str]:
     return draw
 
 
-_MINUTES = _whole((30, 120, 600))
-_MESSAGES = _whole((20, 100, 400))
-_GIGABYTES = _thousandths((2_000, 10_000, 40_000))
-_MEGABYTES = _thousandths((50_000, 500_000, 3_000_000))
+# Bounds keep a typical monthly bill between a few tens and a few hundred lei.
+_MINUTES = _whole((10, 40, 150))
+_FEW_MINUTES = _whole((3, 8, 20))  # the expensive kinds: special numbers, non-EU roaming
+_MESSAGES = _whole((5, 20, 60))
+_GIGABYTES = _thousandths((1_000, 3_000, 10_000))
+_MEGABYTES = _thousandths((20_000, 150_000, 800_000))
+_FEW_MEGABYTES = _thousandths((5_000, 30_000, 150_000))
 _ONCE = _whole((1, 1, 1, 2))
 _INTERNATIONAL = (
     ("Germania", "0.3500"), ("Italia", "0.3500"), ("Spania", "0.3800"), ("Franța", "0.3800"),
@@ -193,24 +196,24 @@ _NON_EU = ("Elveția", "Turcia", "Serbia", "SUA", "Regatul Unit")
 _USAGE = (
     ("Minute naționale în afara abonamentului", _MINUTES, "0.0450", "standard", 0),
     ("Minute către rețele fixe naționale", _MINUTES, "0.0380", "standard", 0),
-    ("Apeluri către numere cu tarif special (min)", _MINUTES, "1.5000", "standard", 0),
+    ("Apeluri către numere cu tarif special (min)", _FEW_MINUTES, "1.5000", "standard", 0),
     ("SMS naționale", _MESSAGES, "0.0400", "standard", 0),
     ("SMS internaționale", _MESSAGES, "0.2500", "standard", 0),
     ("MMS", _MESSAGES, "0.2000", "standard", 0),
-    ("Servicii SMS premium", _MESSAGES, "0.8264", "standard", 0),
+    ("Servicii SMS premium", _FEW_MINUTES, "0.8264", "standard", 0),
     ("Trafic date suplimentar (GB)", _GIGABYTES, "4.1322", "standard", 0),
     ("Opțiune Internet 10 GB extra", _ONCE, "8.2645", "standard", 1),
     ("Opțiune 100 minute internaționale", _ONCE, "12.3967", "standard", 1),
-    ("Servicii internaționale scutite", _MINUTES, "2.5000", "exempt", 0),
+    ("Servicii internaționale scutite", _FEW_MINUTES, "2.5000", "exempt", 0),
     *((f"Minute internaționale {country}", _MINUTES, price, "standard", 0)
       for country, price in _INTERNATIONAL),
     *((f"Roaming UE date (MB) – {country}", _MEGABYTES, "0.0041", "standard", 10)
       for country in _EU),
     *((f"Roaming UE apeluri efectuate (min) – {country}", _MINUTES, "0.0450", "standard", 10)
       for country in _EU),
-    *((f"Roaming non-UE date (MB) – {country}", _MEGABYTES, "0.0500", "standard", 10)
+    *((f"Roaming non-UE date (MB) – {country}", _FEW_MEGABYTES, "0.0500", "standard", 10)
       for country in _NON_EU),
-    *((f"Roaming non-UE apeluri (min) – {country}", _MINUTES, "1.2000", "standard", 10)
+    *((f"Roaming non-UE apeluri (min) – {country}", _FEW_MINUTES, "1.2000", "standard", 10)
       for country in _NON_EU),
 )
 
