@@ -79,7 +79,7 @@ def print_report(report: dict) -> None:
     table.add_column("count", justify="right")
     for key in (
         "customers", "quarantined_customers", "quarantined_rows", "flagged_customers",
-        "invoices_issued", "invoices_existing", "invoices_in_cycle", "pdfs_archived",
+        "invoices_issued", "invoices_existing", "pdfs_archived", "pdfs_existing",
         "paper_queued", "fallbacks",
     ):  # fmt: skip
         if key in report:

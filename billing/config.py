@@ -35,6 +35,7 @@ class Settings:
     smtp_tls: str = "none"
     mail_from: str = "facturi@example.ro"
     sms_transport: str = "file"
+    supplier_file: Path = CHECKOUT / "renderers" / "supplier.json"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +70,9 @@ class Settings:
             smtp_tls=tls,
             mail_from=get("INVOICES_MAIL_FROM", "facturi@example.ro"),
             sms_transport=sms,
+            supplier_file=Path(
+                get("INVOICES_SUPPLIER_FILE", str(CHECKOUT / "renderers" / "supplier.json"))
+            ),
         )
 
 

@@ -9,16 +9,25 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 
+from billing.archiving import ArchiveResult, archive_invoices, build_manifest, write_manifest
 from billing.config import Settings
 from billing.errors import InputError
 from billing.issuing import IssueResult, issue_invoices, register_cycle
 from billing.model import ChunkRef
-from billing.staging import StagedCycle, load_staged, read_chunk, stage_cycle
+from billing.staging import (
+    StagedCycle,
+    load_staged,
+    read_chunk,
+    read_chunk_customer_ids,
+    stage_cycle,
+)
+from storage.archive import open_archive
 from storage.blobs import open_store
-from storage.ledger import invoices, open_ledger, runs
+from storage.ledger import invoice_documents, invoices, open_ledger, runs
 
 CHANNELS = ("email", "sms")
 
@@ -60,6 +69,32 @@ def issue(settings: Settings, cycle_id: str, run_id: str) -> IssueResult:
     return result
 
 
+def archive_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> ArchiveResult:
+    """Render and archive the PDFs of one chunk's invoices that are not archived yet."""
+    from renderers.pdf import TEMPLATE_VERSION, render_invoice
+    from renderers.supplier import load_supplier
+
+    return archive_invoices(
+        open_ledger(settings.ledger_url),
+        open_archive(settings.archive_url),
+        ref.cycle_id,
+        read_chunk_customer_ids(open_store(settings.staging_url), ref),
+        run_id,
+        load_supplier(settings.supplier_file),
+        render_invoice,
+        TEMPLATE_VERSION,
+    )
+
+
+def archive_cycle(settings: Settings, cycle_id: str, run_id: str) -> ArchiveResult:
+    """Render and archive every chunk of a staged cycle in this process."""
+    staged = load_staged(open_store(settings.staging_url), cycle_id)
+    result = ArchiveResult()
+    for ref in staged.chunks:
+        result += archive_chunk(settings, ref, run_id)
+    return result
+
+
 def start_run(settings: Settings, cycle_id: str, run_id: str) -> datetime:
     """Record that a run of the cycle started (again, on a retry); returns its start time."""
     engine = open_ledger(settings.ledger_url)
@@ -74,35 +109,59 @@ def start_run(settings: Settings, cycle_id: str, run_id: str) -> datetime:
         return now
 
 
-def cycle_totals(settings: Settings, cycle_id: str) -> dict[str, str]:
+def cycle_counts(settings: Settings, cycle_id: str, run_id: str) -> dict:
+    """Invoices of the cycle (those this run issued, and all) and the cycle's totals."""
     engine = open_ledger(settings.ledger_url)
+    by_this_run = (invoices.c.run_id == run_id).label("by_this_run")
     with engine.connect() as conn:
-        net, vat, gross, count = conn.execute(
+        rows = conn.execute(
             sa.select(
-                sa.func.coalesce(sa.func.sum(invoices.c.net_total), 0),
-                sa.func.coalesce(sa.func.sum(invoices.c.vat_total), 0),
-                sa.func.coalesce(sa.func.sum(invoices.c.total), 0),
+                by_this_run,
                 sa.func.count(),
-            ).where(invoices.c.cycle_id == cycle_id)
-        ).one()
-    return {"net": f"{net:.2f}", "vat": f"{vat:.2f}", "gross": f"{gross:.2f}", "invoices": count}
+                sa.func.sum(invoices.c.net_total),
+                sa.func.sum(invoices.c.vat_total),
+                sa.func.sum(invoices.c.total),
+            )
+            .where(invoices.c.cycle_id == cycle_id)
+            .group_by(by_this_run)
+        ).all()
+    issued = sum(r[1] for r in rows if r[0])
+    count = sum(r[1] for r in rows)
+    net, vat, gross = (sum((r[i] for r in rows), Decimal("0.00")) for i in (2, 3, 4))
+    return {
+        "issued": issued,
+        "existing": count - issued,
+        "totals": {"net": f"{net:.2f}", "vat": f"{vat:.2f}", "gross": f"{gross:.2f}"},
+    }
 
 
-def finalize_report(
-    settings: Settings,
-    staged: StagedCycle,
-    issued: IssueResult,
-    run_id: str,
-    started_at: datetime | None = None,
-) -> dict:
-    """Build the run report (contract 4), store it in the archive and in the ledger's run row."""
-    cycle_id = staged.cycle.cycle_id
-    started_at = started_at or start_run(settings, cycle_id, run_id)
-    totals = cycle_totals(settings, cycle_id)
-    archive = open_store(settings.archive_url)
+def document_counts(settings: Settings, cycle_id: str, run_id: str) -> tuple[int, int]:
+    """(PDFs this run archived, PDFs archived for the cycle in all)."""
+    with open_ledger(settings.ledger_url).connect() as conn:
+        by_run = dict(
+            conn.execute(
+                sa.select(invoice_documents.c.run_id == run_id, sa.func.count())
+                .where(invoice_documents.c.cycle_id == cycle_id)
+                .group_by(invoice_documents.c.run_id == run_id)
+            ).all()
+        )
+    return by_run.get(True, 0), sum(by_run.values())
+
+
+def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
+    """Write the cycle manifest and the run report (contract 4); the report also goes to the
+    ledger's run row. Every count is read back from the ledger and staging, so a retried or
+    re-run task is counted once."""
+    started_at = start_run(settings, cycle_id, run_id)
     staging = open_store(settings.staging_url)
+    staged = load_staged(staging, cycle_id)
+    engine = open_ledger(settings.ledger_url)
+    archive = open_archive(settings.archive_url)
+    manifest = write_manifest(archive, build_manifest(engine, cycle_id, previous_sha256=None))
+    counts = cycle_counts(settings, cycle_id, run_id)
+    archived, documents = document_counts(settings, cycle_id, run_id)
     quarantine_key = report_key(cycle_id, run_id, ".quarantine.csv")
-    archive.write_bytes(quarantine_key, staging.read_bytes(f"{cycle_id}/quarantine.csv"))
+    archive.replace(quarantine_key, staging.read_bytes(f"{cycle_id}/quarantine.csv"))
     finished_at = datetime.now(UTC)
     report = {
         "cycle_id": cycle_id,
@@ -113,20 +172,21 @@ def finalize_report(
         "quarantined_customers": staged.quarantined_customers,
         "quarantined_rows": staged.quarantined_rows,
         "flagged_customers": staged.flagged_customers,
-        "invoices_issued": issued.issued,
-        "invoices_existing": issued.existing,
-        "invoices_in_cycle": totals.pop("invoices"),
-        "pdfs_archived": 0,
+        "invoices_issued": counts["issued"],
+        "invoices_existing": counts["existing"],
+        "pdfs_archived": archived,
+        "pdfs_existing": documents - archived,
         "notices": {ch: {"sent": 0, "failed": 0, "pending": 0} for ch in CHANNELS},
         "paper_queued": 0,
         "fallbacks": 0,
-        "totals": totals,
+        "totals": counts["totals"],
         "chunks": len(staged.chunks),
+        "manifest": {"key": manifest.key, "sha256": manifest.sha256},
         "quarantine_report": quarantine_key,
     }
     body = json.dumps(report, indent=2, ensure_ascii=False)
-    archive.write_bytes(report_key(cycle_id, run_id), body.encode("utf-8"))
-    with open_ledger(settings.ledger_url).begin() as conn:
+    archive.replace(report_key(cycle_id, run_id), body.encode("utf-8"))
+    with engine.begin() as conn:
         conn.execute(
             runs.update()
             .where(runs.c.run_id == run_id)
@@ -137,7 +197,7 @@ def finalize_report(
 
 def load_report(settings: Settings, cycle_id: str, run_id: str | None = None) -> dict:
     """A stored run report: the given run's, or the one that finished last."""
-    archive = open_store(settings.archive_url)
+    archive = open_archive(settings.archive_url)
     if run_id:
         keys = [report_key(cycle_id, run_id)]
     else:
@@ -145,18 +205,19 @@ def load_report(settings: Settings, cycle_id: str, run_id: str | None = None) ->
     reports = []
     for key in keys:
         try:
-            reports.append(json.loads(archive.read_bytes(key)))
+            reports.append(json.loads(archive.get(key)))
         except FileNotFoundError:
             pass
     if not reports:
-        raise InputError(archive.describe(f"reports/{cycle_id}/"), "no run report for this cycle")
+        raise InputError(f"{archive.url}/reports/{cycle_id}/", "no run report for this cycle")
     return max(reports, key=lambda r: r["finished_at"])
 
 
 def run_cycle(settings: Settings, cycle_id: str, run_id: str | None = None) -> dict:
     """Run every stage of one cycle in this process (what the DAG does, without Airflow)."""
     run_id = run_id or new_run_id()
-    started_at = start_run(settings, cycle_id, run_id)
-    staged = stage(settings, cycle_id)
-    issued = issue(settings, cycle_id, run_id)
-    return finalize_report(settings, staged, issued, run_id, started_at)
+    start_run(settings, cycle_id, run_id)
+    stage(settings, cycle_id)
+    issue(settings, cycle_id, run_id)
+    archive_cycle(settings, cycle_id, run_id)
+    return finalize_report(settings, cycle_id, run_id)

@@ -541,6 +541,12 @@ def chunk_key(cycle_id: str, chunk: int, table: str) -> str:
     return f"{cycle_id}/chunk-{chunk:05d}/{table}.parquet"
 
 
+def read_chunk_customer_ids(staging: BlobStore, ref: ChunkRef) -> list[str]:
+    """Only the customer ids of a staged chunk."""
+    data = staging.read_bytes(chunk_key(ref.cycle_id, ref.chunk, "customers"))
+    return pq.read_table(pa.BufferReader(data), columns=["customer_id"]).column(0).to_pylist()
+
+
 def read_chunk(staging: BlobStore, ref: ChunkRef) -> list[tuple[Customer, list[Charge]]]:
     """The customers of one staged chunk with their charges, in customer_id order."""
     from datetime import date

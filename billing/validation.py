@@ -5,7 +5,8 @@ Reason codes (stable: the quarantine report and tests use them):
   missing, invalid_id, invalid_text, duplicate, invalid_tax_id, invalid_postal_code,
   invalid_country, invalid_county, invalid_choice, incomplete_paper_address,
   unknown_customer, customer_quarantined, invalid_charges, no_charges, invalid_decimal,
-  invalid_vat_rate, invalid_date, invalid_service_period, malformed_row, invalid_encoding
+  invalid_vat_rate, invalid_date, invalid_service_period, malformed_row, invalid_encoding,
+  unprintable_text, too_long
 Flags that never withhold an invoice (the notice falls back to another channel):
   invalid_email, invalid_phone
 """
@@ -20,6 +21,7 @@ from decimal import Decimal
 
 from billing.model import Address, Charge, Customer, Cycle, Problem
 from billing.vat import rates_in_period
+from renderers.fonts import undrawable
 
 CUSTOMER_COLUMNS = (
     "customer_id", "name", "tax_id", "street", "city", "county", "postal_code", "country",
@@ -39,6 +41,9 @@ CHARGE_COLUMNS = (
     "customer_id", "description", "quantity", "unit_price", "vat_rate", "service_start", "service_end",
 )  # fmt: skip
 REQUIRED_CHARGE_COLUMNS = CHARGE_COLUMNS[:5]
+
+# Longest text the invoice layout prints without cutting (characters).
+TEXT_LIMITS = {"name": 150, "street": 120, "paper_street": 120, "email": 254, "description": 400}
 
 LANGUAGES = ("ro", "en")
 DELIVERIES = ("electronic", "paper")
@@ -98,16 +103,20 @@ def has_control(value: str) -> bool:
     return _CONTROL.search(value) is not None
 
 
-def text_problem(value: str) -> tuple[str, str] | None:
-    """(reason, detail) when a text field holds bytes that were not UTF-8 or control characters."""
+def text_problem(value: str, limit: int = 200) -> tuple[str, str] | None:
+    """(reason, detail) when a text field cannot go on an invoice as it is: bytes that were not
+    UTF-8, control characters, a character the invoice font cannot draw, or too long to print.
+    Caught here, before a number is spent on an invoice that could not be rendered."""
+    if len(value) > limit:
+        return "too_long", f"{len(value)} characters, at most {limit}"
     if value.isascii():
-        return (
-            ("invalid_text", "control characters are not allowed") if has_control(value) else None
-        )
+        return None if not has_control(value) else ("invalid_text", "control characters")
     if _UNDECODABLE.search(value):
         return "invalid_encoding", "bytes that are not UTF-8"
     if has_control(value):
-        return "invalid_text", "control characters are not allowed"
+        return "invalid_text", "control characters"
+    if (char := undrawable(value)) is not None:
+        return "unprintable_text", f"U+{ord(char):04X} {char!r} cannot be printed on the invoice"
     return None
 
 
@@ -256,7 +265,7 @@ class CustomerValidator:
             if not get[column]:
                 problem(column, "missing", f"{column} is empty")
         for column, value in get.items():
-            if found := text_problem(value):
+            if found := text_problem(value, TEXT_LIMITS.get(column, 100)):
                 problem(column, *found)
         country = get["country"].upper() or "RO"
         if country not in ISO_COUNTRIES:
@@ -356,7 +365,7 @@ class ChargeValidator:
         description = normalize_text(raw.get("description") or "")
         if not description:
             problem("description", "missing", "description is empty")
-        elif found := text_problem(description):
+        elif found := text_problem(description, TEXT_LIMITS["description"]):
             problem("description", *found)
         numbers = {}
         for column in ("quantity", "unit_price", "vat_rate"):

@@ -1,4 +1,5 @@
-"""Invoice cycle: stage the billing export, issue invoices, write the run report.
+"""Invoice cycle: stage the billing export, issue invoices, render and archive their PDFs (one
+mapped task per chunk), write the cycle manifest and the run report.
 
 Thin wiring only: every task builds settings from the environment and calls one function of
 `billing.pipeline`. Tasks pass small descriptors (cycle id, counts), never data or file paths.
@@ -76,31 +77,40 @@ def invoice_cycle():
             settings = _settings()
             pipeline.start_run(settings, cycle_id, context["run_id"])
             staged = pipeline.stage(settings, cycle_id)
-        return {"cycle_id": cycle_id, "chunks": len(staged.chunks)}
+        # at most 1024 chunks (Airflow's max_map_length): staging sizes chunks to fit
+        return {"cycle_id": cycle_id, "chunks": [ref.as_dict() for ref in staged.chunks]}
 
     @task
-    def issue(staged: dict) -> dict:
+    def issue(staged: dict) -> list[dict]:
+        """Issue every chunk in order (numbers follow the chunks); pass the chunks on."""
         from billing import pipeline
 
-        result = pipeline.issue(_settings(), staged["cycle_id"], get_current_context()["run_id"])
-        return {"issued": result.issued, "existing": result.existing}
+        pipeline.issue(_settings(), staged["cycle_id"], get_current_context()["run_id"])
+        return staged["chunks"]
+
+    @task(map_index_template="{{ chunk_label }}")
+    def render_archive(chunk: dict) -> int:
+        from billing import pipeline
+        from billing.model import ChunkRef
+
+        ref = ChunkRef.from_dict(chunk)
+        context = get_current_context()
+        context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
+        return pipeline.archive_chunk(_settings(), ref, context["run_id"]).archived
 
     @task
-    def report(staged: dict, issued: dict) -> str:
+    def report(staged: dict) -> str:
+        """Counts come from the ledger, so retried or re-run tasks are counted once."""
         from billing import pipeline
-        from billing.issuing import IssueResult
-        from billing.staging import load_staged
-        from storage.blobs import open_store
 
-        settings = _settings()
-        cycle = load_staged(open_store(settings.staging_url), staged["cycle_id"])
         result = pipeline.finalize_report(
-            settings, cycle, IssueResult(**issued), get_current_context()["run_id"]
+            _settings(), staged["cycle_id"], get_current_context()["run_id"]
         )
         return pipeline.report_key(result["cycle_id"], result["run_id"])
 
     staged = stage()
-    report(staged, issue(staged))
+    archived = render_archive.expand(chunk=issue(staged))
+    archived >> report(staged)
 
 
 invoice_cycle()

@@ -53,12 +53,14 @@ def test_dag_parses_fast_with_retries_and_tags(tmp_path):
     assert {"billing", "invoices"} <= set(parsed["tags"])
     assert all(r >= 2 for r in parsed["retries"])
     assert parsed["params"] == ["cycle_id"]
-    assert {"stage", "issue", "report"} <= set(parsed["tasks"])
+    assert {"stage", "issue", "render_archive", "report"} <= set(parsed["tasks"])
 
 
 def make_run(home: Path, *args: str) -> subprocess.CompletedProcess:
+    # chunks of 100 customers: the sample's 301 valid customers make 4 mapped render tasks
+    env = {**airflow_env(home), "INVOICES_CHUNK_SIZE": "100"}
     return subprocess.run(
-        ["make", "--no-print-directory", "run", *args], cwd=REPO, env=airflow_env(home),
+        ["make", "--no-print-directory", "run", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
@@ -84,6 +86,8 @@ def test_make_run_issues_the_sample_cycle_once(tmp_path):
     assert report["quarantined_customers"] == len(quarantined)
     assert report["invoices_issued"] == 314 - len(quarantined)
     assert report["invoices_existing"] == 0
+    assert report["pdfs_archived"] == report["invoices_issued"]
+    assert report["chunks"] == 4
     assert set(report) >= {
         "cycle_id", "run_id", "started_at", "finished_at", "customers", "quarantined_customers",
         "quarantined_rows", "invoices_issued", "invoices_existing", "pdfs_archived", "notices",
@@ -105,6 +109,8 @@ def test_make_run_issues_the_sample_cycle_once(tmp_path):
     assert second.returncode == 0, second.stdout + second.stderr
     again = reports(home)[-1]
     assert (again["invoices_issued"], again["invoices_existing"]) == (0, report["invoices_issued"])
+    assert (again["pdfs_archived"], again["pdfs_existing"]) == (0, report["pdfs_archived"])
+    assert again["manifest"] == report["manifest"]
     assert again["totals"] == report["totals"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM invoices")).scalar() == len(rows)

@@ -11,7 +11,9 @@ def test_put_once_is_idempotent_and_never_overwrites(tmp_path):
     first = archive.put_once("invoices/C1/OR00000001.pdf", b"%PDF-1.4 one")
     assert (first.size, first.sha256) == (12, sha256_hex(b"%PDF-1.4 one"))
     assert archive.put_once("invoices/C1/OR00000001.pdf", b"%PDF-1.4 one") == first
-    with pytest.raises(ArchiveConflictError, match="invoices/C1/OR00000001.pdf already holds other bytes"):
+    with pytest.raises(
+        ArchiveConflictError, match="invoices/C1/OR00000001.pdf already holds other bytes"
+    ):
         archive.put_once("invoices/C1/OR00000001.pdf", b"%PDF-1.4 two")
     assert archive.get("invoices/C1/OR00000001.pdf") == b"%PDF-1.4 one"
     assert list(archive.list("invoices/")) == ["invoices/C1/OR00000001.pdf"]
