@@ -195,7 +195,12 @@ def _create_engine(url: str) -> Engine:
         # transaction reads the counter and then writes it, and must not interleave with another.
         sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    # psycopg prepares a statement after a few runs and PostgreSQL may then keep one generic
+    # plan for it, made while the table was small: `customer_id IN (...)` of the issuing batch
+    # then scans the whole cycle. Custom plans per execution keep the (cycle, customer) index.
+    return sa.create_engine(
+        url, pool_pre_ping=True, connect_args={"options": "-c plan_cache_mode=force_custom_plan"}
+    )
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:
