@@ -13,6 +13,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= WARNING
 
+BENCH_ARGS ?=  # e.g. BENCH_ARGS="--customers 20000 --ledger sqlite"
 CYCLE ?= $(shell ls sample_data/cycles 2>/dev/null | sort | tail -n 1)
 
 .PHONY: install run test lint bench constraints clean
@@ -44,7 +45,12 @@ lint: install
 	$(BIN)/ruff format --check .
 
 bench: install
-	$(BIN)/python -m billing.bench
+	@$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev,bench]'
+	@$(BIN)/python -c "import weasyprint" 2>/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& echo "installing Pango for the WeasyPrint comparison" \
+		&& apt-get install -y -qq libpango-1.0-0 libpangoft2-1.0-0 >/dev/null; } || true
+	$(BIN)/python -m renderers.bench
+	$(BIN)/python -m billing.bench $(BENCH_ARGS)
 
 # Re-pin every package after changing dependencies in pyproject.toml.
 constraints:

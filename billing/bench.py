@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 import uuid
@@ -35,7 +36,7 @@ from rich.table import Table
 
 from billing.issuing import (
     IssueResult,
-    _invoice_rows,
+    _invoice_rows,  # the insert floor builds the very rows that issuing inserts
     format_number,
     issue_invoices,
     register_cycle,
@@ -47,6 +48,8 @@ from storage.ledger import invoice_lines, invoice_vat, invoices, open_ledger
 
 CYCLE = "2026-11"
 BATCH = 500  # invoices per transaction, as in issue_invoices
+READ = "read floor (csv.reader)"
+IDLE = "idle child RSS (imports)"
 PG_URL = os.environ.get("INVOICES_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -86,8 +89,7 @@ def run_insert_floor(staging: str, url: str) -> tuple[float, float, int]:
     """
     store = open_store(staging)
     staged = load_staged(store, CYCLE)
-    cycle = staged.cycle
-    engine = open_ledger(url)
+    cycle, engine = staged.cycle, open_ledger(url)
     register_cycle(engine, cycle)
     inserting = building = 0.0
     seq = 0
@@ -162,29 +164,39 @@ def fresh_ledgers(kind: str, tmp: Path, pg_url: str) -> Iterator[tuple[str, str]
         admin.dispose()
 
 
-def _rate(count: int, seconds: float, unit: str) -> str:
-    return f"{count / seconds:,.0f} {unit}/s"
+class _Report:
+    """The result table; each figure's ratio is against an earlier figure, named as baseline."""
+
+    def __init__(self, customers: int) -> None:
+        self.table = Table(
+            title=f"Staging and issuing one cycle of {customers:,} customers",
+            caption=f"os.cpu_count() = {os.cpu_count()}, Python {platform.python_version()}",
+        )
+        for column in ("figure", "value", "seconds", "baseline", "ratio"):
+            right = column in ("seconds", "ratio")
+            self.table.add_column(column, justify="right" if right else "left")
+        self.measured: dict[str, float] = {}
+
+    def _add(self, figure: str, value: str, measure: float, shown: str, baseline: str) -> None:
+        ratio = f"{measure / self.measured[baseline]:.2f}x" if baseline else ""
+        self.table.add_row(figure, value, shown, baseline or "(baseline)", ratio)
+        self.measured[figure] = measure
+
+    def timed(
+        self, figure: str, seconds: float, counts: dict[str, int], baseline: str = ""
+    ) -> None:
+        """A timing, shown as rates: `counts` maps a unit ("invoices") to how many were done."""
+        rates = ", ".join(f"{n / seconds:,.0f} {unit}/s" for unit, n in counts.items())
+        self._add(figure, rates, seconds, f"{seconds:.2f}", baseline)
+
+    def memory(self, figure: str, megabytes: float, baseline: str = "") -> None:
+        """A peak RSS in MB."""
+        self._add(figure, f"{megabytes:.0f} MB", megabytes, "", baseline)
 
 
 def bench(customers: int, ledgers: tuple[str, ...], pg_url: str = PG_URL) -> Table:
     """Run the benchmark for a cycle of `customers` customers on each ledger; the table."""
-    table = Table(
-        title=f"Staging and issuing one cycle of {customers:,} customers",
-        caption=f"os.cpu_count() = {os.cpu_count()}, Python {platform.python_version()}",
-    )
-    for column in ("figure", "value", "seconds", "baseline", "ratio"):
-        numeric = column in ("seconds", "ratio")
-        table.add_column(column, justify="right" if numeric else "left")
-
-    def row(figure, value, seconds=None, baseline="", ratio=None):
-        table.add_row(
-            figure,
-            value,
-            "" if seconds is None else f"{seconds:.2f}",
-            baseline,
-            "" if ratio is None else f"{ratio:.2f}x",
-        )
-
+    report = _Report(customers)
     with tempfile.TemporaryDirectory(prefix="invoices-bench-") as tmp_name:
         tmp = Path(tmp_name)
         start = time.perf_counter()
@@ -196,18 +208,15 @@ def bench(customers: int, ledgers: tuple[str, ...], pg_url: str = PG_URL) -> Tab
         stage_s, stage_mb = in_child(run_staging, str(tmp / "full"), str(tmp / "staging"))
         _, quarter_mb = in_child(run_staging, str(tmp / "quarter"), str(tmp / "staging-quarter"))
 
-        rows = n_customers + n_charges
-        row("read floor: csv.reader, count rows", _rate(rows, read_s, "rows"), read_s, "(baseline)")
-        row("generate cycle (write_cycle)", _rate(rows, generate_s, "rows"), generate_s,
-            "read floor", generate_s / read_s)  # fmt: skip
-        row("staging", f"{_rate(n_customers, stage_s, 'customers')}, "
-            f"{_rate(n_charges, stage_s, 'charge rows')}", stage_s, "read floor",
-            stage_s / read_s)  # fmt: skip
-        row("idle child: imports only, peak RSS", f"{idle_mb:.0f} MB", baseline="(baseline)")
-        row(f"staging peak RSS, N/4 = {customers // 4:,}", f"{quarter_mb:.0f} MB",
-            baseline="idle child", ratio=quarter_mb / idle_mb)  # fmt: skip
-        row(f"staging peak RSS, N = {customers:,}", f"{stage_mb:.0f} MB",
-            baseline="peak at N/4", ratio=stage_mb / quarter_mb)  # fmt: skip
+        rows = {"rows": n_customers + n_charges}
+        report.timed(READ, read_s, rows)
+        report.timed("generate cycle (write_cycle)", generate_s, rows, READ)
+        staged = {"customers": n_customers, "charge rows": n_charges}
+        report.timed("staging", stage_s, staged, READ)
+        report.memory(IDLE, idle_mb)
+        quarter = f"staging RSS, N/4 = {customers // 4:,}"
+        report.memory(quarter, quarter_mb, IDLE)
+        report.memory(f"staging RSS, N = {customers:,}", stage_mb, quarter)
 
         staging = str(tmp / "staging")
         for kind in ledgers:
@@ -215,21 +224,14 @@ def bench(customers: int, ledgers: tuple[str, ...], pg_url: str = PG_URL) -> Tab
                 insert_s, build_s, count = in_child(run_insert_floor, staging, floor_url)
                 issue_s, reissue_s, issued, issue_mb = in_child(run_issuing, staging, issue_url)
             if issued != count:
-                raise AssertionError(
-                    f"{kind}: issued {issued} invoices, the floor inserted {count}"
-                )
-            row(f"{kind}: insert floor, pre-numbered rows", _rate(count, insert_s, "invoices"),
-                insert_s, "(baseline)")  # fmt: skip
-            row(f"{kind}: read chunks + build rows (not in floor)",
-                _rate(count, build_s, "invoices"), build_s, "insert floor",
-                build_s / insert_s)  # fmt: skip
-            row(f"{kind}: issuing", _rate(issued, issue_s, "invoices"), issue_s, "insert floor",
-                issue_s / insert_s)  # fmt: skip
-            row(f"{kind}: re-issue, 0 allocated", _rate(issued, reissue_s, "invoices"),
-                reissue_s, "insert floor", reissue_s / insert_s)  # fmt: skip
-            row(f"{kind}: issuing peak RSS", f"{issue_mb:.0f} MB", baseline="idle child",
-                ratio=issue_mb / idle_mb)  # fmt: skip
-    return table
+                raise AssertionError(f"{kind}: issued {issued}, the floor inserted {count}")
+            done, floor = {"invoices": count}, f"{kind}: insert floor"
+            report.timed(floor, insert_s, done)
+            report.timed(f"{kind}: read chunks + build rows", build_s, done, floor)
+            report.timed(f"{kind}: issuing", issue_s, done, floor)
+            report.timed(f"{kind}: re-issue, 0 allocated", reissue_s, done, floor)
+            report.memory(f"{kind}: issuing RSS", issue_mb, IDLE)
+    return report.table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.customers < 4:
         parser.error("--customers must be at least 4 (the memory figure stages N/4 too)")
     ledgers = ("sqlite", "postgresql") if args.ledger == "both" else (args.ledger,)
-    Console().print(bench(args.customers, ledgers, args.pg_url))
+    console = Console(width=None if sys.stdout.isatty() else 120)  # not 80 columns in a pipe
+    console.print(bench(args.customers, ledgers, args.pg_url))
 
 
 if __name__ == "__main__":
