@@ -36,8 +36,14 @@ _FILLER_SEED = 0  # seed of the generated customers the bad rows are made from
 class _Appender:
     """Collects the appended rows of both files and the entries describing the bad ones."""
 
-    def __init__(self, cycle: dict[str, str], width: int, next_index: int,
-                 customer_lines: int, charge_lines: int) -> None:
+    def __init__(
+        self,
+        cycle: dict[str, str],
+        width: int,
+        next_index: int,
+        customer_lines: int,
+        charge_lines: int,
+    ) -> None:
         self.cycle = cycle
         self.width = width
         self.next_index = next_index
@@ -69,16 +75,38 @@ class _Appender:
         """Describe the row last appended to ``file`` as bad in ``column``."""
         columns = CUSTOMER_COLUMNS if file == "customers.csv" else CHARGE_COLUMNS
         record = dict(zip(columns, self.rows[file][-1], strict=True))
-        self.entry(file, self.lines[file], record["customer_id"], column, reason,
-                   record[column], quarantined)
+        self.entry(
+            file,
+            self.lines[file],
+            record["customer_id"],
+            column,
+            reason,
+            record[column],
+            quarantined,
+        )
 
-    def entry(self, file: str, row: int, customer_id: str, column: str, reason: str,
-              value: str, quarantined: bool) -> None:
+    def entry(
+        self,
+        file: str,
+        row: int,
+        customer_id: str,
+        column: str,
+        reason: str,
+        value: str,
+        quarantined: bool,
+    ) -> None:
         """Describe line ``row`` of ``file`` as bad."""
-        self.entries.append({
-            "file": file, "row": row, "customer_id": customer_id, "column": column,
-            "reason": reason, "value": value, "quarantined": quarantined,
-        })
+        self.entries.append(
+            {
+                "file": file,
+                "row": row,
+                "customer_id": customer_id,
+                "column": column,
+                "reason": reason,
+                "value": value,
+                "quarantined": quarantined,
+            }
+        )
 
     def _append(self, file: str, values: list[str]) -> None:
         self.rows[file].append(values)
@@ -88,10 +116,17 @@ class _Appender:
         """The next generated customer with a plain profile that no override can contradict."""
         while True:
             self.filler_index += 1
-            row, lines = synthetic_customer(self.cycle["cycle_id"], _FILLER_SEED,
-                                            self.filler_index, self.width)
-            if (row["country"] == "RO" and not row["tax_id"] and not row["paper_street"]
-                    and row["email"] and row["phone"] and row["delivery"] == "electronic"):
+            row, lines = synthetic_customer(
+                self.cycle["cycle_id"], _FILLER_SEED, self.filler_index, self.width
+            )
+            if (
+                row["country"] == "RO"
+                and not row["tax_id"]
+                and not row["paper_street"]
+                and row["email"]
+                and row["phone"]
+                and row["delivery"] == "electronic"
+            ):
                 return row, lines
 
 
@@ -116,10 +151,13 @@ def inject_bad_rows(cycle_dir: Path) -> list[dict]:
     period_start, period_end = cycle["period_start"], cycle["period_end"]
     end = date.fromisoformat(period_end)
     out_of_force = VAT_CHANGE - timedelta(days=1) if end >= VAT_CHANGE else VAT_CHANGE
-    bad = _Appender(cycle, width=len(ids[0]) - 1,
-                    next_index=max(int(customer_id[1:]) for customer_id in ids) + 1,
-                    customer_lines=1 + len(ids),
-                    charge_lines=1 + len(_column(charges_path, "customer_id")))
+    bad = _Appender(
+        cycle,
+        width=len(ids[0]) - 1,
+        next_index=max(int(customer_id[1:]) for customer_id in ids) + 1,
+        customer_lines=1 + len(ids),
+        charge_lines=1 + len(_column(charges_path, "customer_id")),
+    )
 
     customers = "customers.csv"
     bad.customer(2, name="")
@@ -146,27 +184,55 @@ def inject_bad_rows(cycle_dir: Path) -> list[dict]:
 
     charges = "charges.csv"
     standard = str(vat_rate("standard", end))
-    whole_period = {"vat_rate": standard, "service_start": period_start,
-                    "service_end": period_end}
+    whole_period = {"vat_rate": standard, "service_start": period_start, "service_end": period_end}
     for column, value, reason, template in (
-        ("unit_price", "12,50", "invalid_decimal",
-         {"description": "Opțiune Internet 5 GB extra", "quantity": "1"}),
-        ("quantity", "abc", "invalid_decimal",
-         {"description": "Minute naționale în afara abonamentului", "unit_price": "0.0450"}),
-        ("vat_rate", str(vat_rate("standard", out_of_force)), "invalid_vat_rate",
-         {"description": "Trafic date suplimentar (GB)", "quantity": "2.500",
-          "unit_price": "4.1322"}),
-        ("service_end", period_start, "invalid_service_period",
-         {"description": "Roaming UE date (MB) – Italia", "quantity": "256.000",
-          "unit_price": "0.0041", "service_start": period_end}),
+        (
+            "unit_price",
+            "12,50",
+            "invalid_decimal",
+            {"description": "Opțiune Internet 5 GB extra", "quantity": "1"},
+        ),
+        (
+            "quantity",
+            "abc",
+            "invalid_decimal",
+            {"description": "Minute naționale în afara abonamentului", "unit_price": "0.0450"},
+        ),
+        (
+            "vat_rate",
+            str(vat_rate("standard", out_of_force)),
+            "invalid_vat_rate",
+            {
+                "description": "Trafic date suplimentar (GB)",
+                "quantity": "2.500",
+                "unit_price": "4.1322",
+            },
+        ),
+        (
+            "service_end",
+            period_start,
+            "invalid_service_period",
+            {
+                "description": "Roaming UE date (MB) – Italia",
+                "quantity": "256.000",
+                "unit_price": "0.0041",
+                "service_start": period_end,
+            },
+        ),
         ("description", "", "missing", {"quantity": "1", "unit_price": "9.90"}),
     ):
         customer_id = bad.customer(1)
         bad.charge({**whole_period, **template, "customer_id": customer_id, column: value})
         bad.flag(charges, column, reason)
-    bad.charge({**whole_period, "customer_id": UNKNOWN_CUSTOMER,
-                "description": "Abonament Mobil Start 10 GB", "quantity": "1",
-                "unit_price": "24.79"})
+    bad.charge(
+        {
+            **whole_period,
+            "customer_id": UNKNOWN_CUSTOMER,
+            "description": "Abonament Mobil Start 10 GB",
+            "quantity": "1",
+            "unit_price": "24.79",
+        }
+    )
     bad.flag(charges, "customer_id", "unknown_customer")
 
     for file, path in ((customers, customers_path), (charges, charges_path)):
@@ -174,7 +240,8 @@ def inject_bad_rows(cycle_dir: Path) -> list[dict]:
             csv.writer(handle, lineterminator="\n").writerows(bad.rows[file])
     expectation_path.write_text(
         json.dumps(bad.entries, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-        encoding="utf-8", newline="\n",
+        encoding="utf-8",
+        newline="\n",
     )
     return bad.entries
 

@@ -30,49 +30,218 @@ PARQUET_ROW_GROUP = 50_000
 VAT_CHANGE = date(2025, 8, 1)  # Law 141/2025: 19/9/5 % became 21/11 %
 
 CUSTOMER_COLUMNS = (
-    "customer_id", "name", "tax_id", "street", "city", "county", "postal_code", "country",
-    "phone", "email", "language", "delivery", "notify",
-    "paper_street", "paper_city", "paper_county", "paper_postal_code",
+    "customer_id",
+    "name",
+    "tax_id",
+    "street",
+    "city",
+    "county",
+    "postal_code",
+    "country",
+    "phone",
+    "email",
+    "language",
+    "delivery",
+    "notify",
+    "paper_street",
+    "paper_city",
+    "paper_county",
+    "paper_postal_code",
 )
 CHARGE_COLUMNS = (
-    "customer_id", "description", "quantity", "unit_price", "vat_rate",
-    "service_start", "service_end",
+    "customer_id",
+    "description",
+    "quantity",
+    "unit_price",
+    "vat_rate",
+    "service_start",
+    "service_end",
 )
 
 # VAT class -> (rate before VAT_CHANGE, rate from VAT_CHANGE), in percent.
 _VAT = {"standard": (19, 21), "reduced": (9, 11), "books": (5, 11), "exempt": (0, 0)}
 
 _MALE_NAMES = (
-    "Alexandru", "Andrei", "Mihai", "Ștefan", "Ion", "Gheorghe", "Constantin", "Vasile",
-    "Nicolae", "Bogdan", "Cătălin", "Răzvan", "Ionuț", "Florin", "Adrian", "Cristian", "Dănuț",
-    "Mircea", "Tudor", "Radu", "Sorin", "Marius", "Ovidiu", "Lucian", "Horațiu", "Petruț",
-    "Traian", "Iulian", "Aurel", "Viorel", "Costel", "Sebastian", "Vlăduț", "Matei", "Luca",
-    "Grigore", "Octavian", "Valentin", "Șerban", "Ștefăniță", "Mihai-Alexandru",
+    "Alexandru",
+    "Andrei",
+    "Mihai",
+    "Ștefan",
+    "Ion",
+    "Gheorghe",
+    "Constantin",
+    "Vasile",
+    "Nicolae",
+    "Bogdan",
+    "Cătălin",
+    "Răzvan",
+    "Ionuț",
+    "Florin",
+    "Adrian",
+    "Cristian",
+    "Dănuț",
+    "Mircea",
+    "Tudor",
+    "Radu",
+    "Sorin",
+    "Marius",
+    "Ovidiu",
+    "Lucian",
+    "Horațiu",
+    "Petruț",
+    "Traian",
+    "Iulian",
+    "Aurel",
+    "Viorel",
+    "Costel",
+    "Sebastian",
+    "Vlăduț",
+    "Matei",
+    "Luca",
+    "Grigore",
+    "Octavian",
+    "Valentin",
+    "Șerban",
+    "Ștefăniță",
+    "Mihai-Alexandru",
 )
 _FEMALE_NAMES = (
-    "Maria", "Ana", "Elena", "Ioana", "Andreea", "Alexandra", "Cristina", "Mihaela", "Gabriela",
-    "Roxana", "Bianca", "Larisa", "Ștefania", "Irina", "Simona", "Oana", "Raluca", "Diana",
-    "Teodora", "Mădălina", "Ileana", "Anișoara", "Lăcrămioara", "Floarea", "Rodica", "Doina",
-    "Viorica", "Ecaterina", "Ionela", "Georgiana", "Alina", "Ruxandra", "Nicoleta", "Ana-Maria",
-    "Brândușa", "Cătălina", "Smaranda", "Ilinca", "Sânziana", "Ioana-Cătălina",
+    "Maria",
+    "Ana",
+    "Elena",
+    "Ioana",
+    "Andreea",
+    "Alexandra",
+    "Cristina",
+    "Mihaela",
+    "Gabriela",
+    "Roxana",
+    "Bianca",
+    "Larisa",
+    "Ștefania",
+    "Irina",
+    "Simona",
+    "Oana",
+    "Raluca",
+    "Diana",
+    "Teodora",
+    "Mădălina",
+    "Ileana",
+    "Anișoara",
+    "Lăcrămioara",
+    "Floarea",
+    "Rodica",
+    "Doina",
+    "Viorica",
+    "Ecaterina",
+    "Ionela",
+    "Georgiana",
+    "Alina",
+    "Ruxandra",
+    "Nicoleta",
+    "Ana-Maria",
+    "Brândușa",
+    "Cătălina",
+    "Smaranda",
+    "Ilinca",
+    "Sânziana",
+    "Ioana-Cătălina",
 )
 _SURNAMES = (
-    "Popescu", "Ionescu", "Popa", "Pop", "Radu", "Dumitru", "Stan", "Stoica", "Gheorghe",
-    "Matei", "Ciobanu", "Rusu", "Munteanu", "Constantin", "Moldovan", "Marin", "Lungu",
-    "Ștefănescu", "Țurcanu", "Mureșan", "Bălan", "Dragomir", "Florea", "Nistor", "Năstase",
-    "Mocanu", "Oprea", "Ene", "Dobre", "Barbu", "Sârbu", "Toma", "Lazăr", "Cristea", "Neagu",
-    "Drăgan", "Bîrsan", "Căpraru", "Țăranu", "Șerban", "Șandru", "Ardeleanu", "Zăvoianu",
-    "Măgureanu", "Pătrașcu", "Ilie", "Vasilescu", "Mihăilescu", "Grigoraș", "Cozma", "Chiriac",
-    "Pârvu", "Iordache", "Ungureanu", "Stănescu", "Tănase", "Bucur", "Crăciun", "Bădescu",
-    "Preda", "Enache", "Niculescu", "Roșu", "Știrbu", "Gâlcă", "Cârstea", "Brânzei", "Răducanu",
+    "Popescu",
+    "Ionescu",
+    "Popa",
+    "Pop",
+    "Radu",
+    "Dumitru",
+    "Stan",
+    "Stoica",
+    "Gheorghe",
+    "Matei",
+    "Ciobanu",
+    "Rusu",
+    "Munteanu",
+    "Constantin",
+    "Moldovan",
+    "Marin",
+    "Lungu",
+    "Ștefănescu",
+    "Țurcanu",
+    "Mureșan",
+    "Bălan",
+    "Dragomir",
+    "Florea",
+    "Nistor",
+    "Năstase",
+    "Mocanu",
+    "Oprea",
+    "Ene",
+    "Dobre",
+    "Barbu",
+    "Sârbu",
+    "Toma",
+    "Lazăr",
+    "Cristea",
+    "Neagu",
+    "Drăgan",
+    "Bîrsan",
+    "Căpraru",
+    "Țăranu",
+    "Șerban",
+    "Șandru",
+    "Ardeleanu",
+    "Zăvoianu",
+    "Măgureanu",
+    "Pătrașcu",
+    "Ilie",
+    "Vasilescu",
+    "Mihăilescu",
+    "Grigoraș",
+    "Cozma",
+    "Chiriac",
+    "Pârvu",
+    "Iordache",
+    "Ungureanu",
+    "Stănescu",
+    "Tănase",
+    "Bucur",
+    "Crăciun",
+    "Bădescu",
+    "Preda",
+    "Enache",
+    "Niculescu",
+    "Roșu",
+    "Știrbu",
+    "Gâlcă",
+    "Cârstea",
+    "Brânzei",
+    "Răducanu",
 )
 _COMPANY_NAMES = (
-    "Tehnică Avansată", "Mărțișor Construct", "Carpați Logistic", "Dunărea Transport",
-    "Știința Soft", "Țara Bârsei Agro", "Brâncuși Design", "Poiana Mărului Impex",
-    "Fântâna Dorului Distribuție", "Câmpia Însorită", "Olt Prest Serv", "Băneasa Consulting",
-    "Ialomița Cereale", "Arieș Metal", "Miorița Textile", "Mureș Mobilă", "Bucovina Lemn",
-    "Siret Auto Service", "Delta Pescărie", "Plaiul Verde Fermă", "Hațeg Construcții",
-    "Vâlcea Panouri Solare", "Învățare Digitală", "Rază de Soare Turism", "Țesătoria Modernă",
+    "Tehnică Avansată",
+    "Mărțișor Construct",
+    "Carpați Logistic",
+    "Dunărea Transport",
+    "Știința Soft",
+    "Țara Bârsei Agro",
+    "Brâncuși Design",
+    "Poiana Mărului Impex",
+    "Fântâna Dorului Distribuție",
+    "Câmpia Însorită",
+    "Olt Prest Serv",
+    "Băneasa Consulting",
+    "Ialomița Cereale",
+    "Arieș Metal",
+    "Miorița Textile",
+    "Mureș Mobilă",
+    "Bucovina Lemn",
+    "Siret Auto Service",
+    "Delta Pescărie",
+    "Plaiul Verde Fermă",
+    "Hațeg Construcții",
+    "Vâlcea Panouri Solare",
+    "Învățare Digitală",
+    "Rază de Soare Turism",
+    "Țesătoria Modernă",
 )
 _LEGAL_FORMS = ("SRL", "SRL", "SRL", "SRL", "SA", "SRL-D", "SNC")
 _COMPANY_MAILBOXES = ("office", "contact", "facturi", "contabilitate", "financiar")
@@ -80,16 +249,46 @@ _MAIL_DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "icloud.com", "yahoo.r
 _MAIL_DOMAIN_WEIGHTS = (55, 80, 92, 97, 100)  # cumulative
 
 _STREETS = (
-    "Str. Ștefan cel Mare", "Bd. Independenței", "Str. Mihai Eminescu", "Str. Avram Iancu",
-    "Calea Victoriei", "Șos. Pantelimon", "Str. Mărășești", "Bd. Decebal",
-    "Str. Tudor Vladimirescu", "Str. Lalelelor", "Aleea Trandafirilor", "Str. Zorilor",
-    "Bd. 1 Decembrie 1918", "Str. Nicolae Bălcescu", "Str. Gheorghe Doja", "Str. Horea",
-    "Str. Primăverii", "Str. Păcii", "Str. Fântânele", "Str. Câmpului", "Str. Școlii",
-    "Str. Țepeș Vodă", "Str. Înfrățirii", "Str. Mănăstirii", "Bd. Carol I", "Str. Republicii",
-    "Aleea Castanilor", "Calea Moșilor", "Str. Ion Creangă", "Str. Vasile Alecsandri",
-    "Str. Mircea cel Bătrân", "Str. Gării", "Str. Morii", "Aleea Ștrandului", "Piața Unirii",
-    "Intrarea Ghioceilor", "Str. Alexandru Ioan Cuza", "Str. Mihail Kogălniceanu",
-    "Str. Constantin Brâncoveanu", "Bd. Ion C. Brătianu",
+    "Str. Ștefan cel Mare",
+    "Bd. Independenței",
+    "Str. Mihai Eminescu",
+    "Str. Avram Iancu",
+    "Calea Victoriei",
+    "Șos. Pantelimon",
+    "Str. Mărășești",
+    "Bd. Decebal",
+    "Str. Tudor Vladimirescu",
+    "Str. Lalelelor",
+    "Aleea Trandafirilor",
+    "Str. Zorilor",
+    "Bd. 1 Decembrie 1918",
+    "Str. Nicolae Bălcescu",
+    "Str. Gheorghe Doja",
+    "Str. Horea",
+    "Str. Primăverii",
+    "Str. Păcii",
+    "Str. Fântânele",
+    "Str. Câmpului",
+    "Str. Școlii",
+    "Str. Țepeș Vodă",
+    "Str. Înfrățirii",
+    "Str. Mănăstirii",
+    "Bd. Carol I",
+    "Str. Republicii",
+    "Aleea Castanilor",
+    "Calea Moșilor",
+    "Str. Ion Creangă",
+    "Str. Vasile Alecsandri",
+    "Str. Mircea cel Bătrân",
+    "Str. Gării",
+    "Str. Morii",
+    "Aleea Ștrandului",
+    "Piața Unirii",
+    "Intrarea Ghioceilor",
+    "Str. Alexandru Ioan Cuza",
+    "Str. Mihail Kogălniceanu",
+    "Str. Constantin Brâncoveanu",
+    "Bd. Ion C. Brătianu",
 )
 # (county, ((city, first three digits of its postal codes), ...)); București is handled apart.
 _COUNTIES = (
@@ -126,15 +325,33 @@ _COUNTIES = (
 # (country, language, street names, ((city, lowest, highest postal code), ...), postal format,
 #  mobile prefix, digits after it)
 _FOREIGN = (
-    ("DE", "en", ("Hauptstraße", "Bahnhofstraße", "Schillerstraße", "Lindenallee"),
-     (("Berlin", 10115, 14199), ("München", 80331, 81929), ("Köln", 50667, 51149)),
-     "{:05d}", "+4915", 9),
-    ("IT", "en", ("Via Giuseppe Garibaldi", "Via Roma", "Corso Vittorio Emanuele II"),
-     (("Roma", 118, 199), ("Milano", 20121, 20162), ("Torino", 10121, 10156)),
-     "{:05d}", "+393", 9),
-    ("MD", "ro", ("Str. Ștefan cel Mare și Sfânt", "Bd. Dacia", "Str. Alexei Mateevici"),
-     (("Chișinău", 2001, 2075), ("Bălți", 3100, 3121)),
-     "MD-{:04d}", "+3736", 7),
+    (
+        "DE",
+        "en",
+        ("Hauptstraße", "Bahnhofstraße", "Schillerstraße", "Lindenallee"),
+        (("Berlin", 10115, 14199), ("München", 80331, 81929), ("Köln", 50667, 51149)),
+        "{:05d}",
+        "+4915",
+        9,
+    ),
+    (
+        "IT",
+        "en",
+        ("Via Giuseppe Garibaldi", "Via Roma", "Corso Vittorio Emanuele II"),
+        (("Roma", 118, 199), ("Milano", 20121, 20162), ("Torino", 10121, 10156)),
+        "{:05d}",
+        "+393",
+        9,
+    ),
+    (
+        "MD",
+        "ro",
+        ("Str. Ștefan cel Mare și Sfânt", "Bd. Dacia", "Str. Alexei Mateevici"),
+        (("Chișinău", 2001, 2075), ("Bălți", 3100, 3121)),
+        "MD-{:04d}",
+        "+3736",
+        7,
+    ),
 )
 _RO_MOBILE_PREFIXES = ("+4072", "+4073", "+4074", "+4075", "+4076", "+4077", "+4078", "+4079")
 _NOTIFY = ("email", "sms", "both", "none")
@@ -146,8 +363,10 @@ _TRANSLITERATION = str.maketrans("ăâîșțĂÂÎȘȚ", "aaistAAIST")
 
 # Monthly prices are net of VAT, in bani.
 _MOBILE_PLANS = (
-    ("Abonament Mobil Nelimitat 5G", 4950), ("Abonament Mobil Start 10 GB", 2479),
-    ("Abonament Mobil Smart 30 GB", 3306), ("Abonament Mobil Business Pro 50 GB", 4132),
+    ("Abonament Mobil Nelimitat 5G", 4950),
+    ("Abonament Mobil Start 10 GB", 2479),
+    ("Abonament Mobil Smart 30 GB", 3306),
+    ("Abonament Mobil Business Pro 50 GB", 4132),
     ("Abonament Mobil Familie 4 SIM-uri", 8264),
 )
 _FIXED_PLANS = (
@@ -156,8 +375,12 @@ _FIXED_PLANS = (
 )
 _TV_PLANS = (("Abonament TV Digital Extra", 2479), ("Abonament TV Sport și Filme HD", 3719))
 _DEVICES = (  # (model, price net of VAT in bani)
-    ("Samsung Galaxy S25", 371_900), ("Samsung Galaxy A56", 165_200), ("iPhone 16 128 GB", 396_600),
-    ("Xiaomi Redmi Note 14", 99_100), ("Google Pixel 9a", 206_600), ("Motorola moto g85", 107_400),
+    ("Samsung Galaxy S25", 371_900),
+    ("Samsung Galaxy A56", 165_200),
+    ("iPhone 16 128 GB", 396_600),
+    ("Xiaomi Redmi Note 14", 99_100),
+    ("Google Pixel 9a", 206_600),
+    ("Motorola moto g85", 107_400),
 )
 
 
@@ -185,9 +408,15 @@ _MEGABYTES = _thousandths((20_000, 150_000, 800_000))
 _FEW_MEGABYTES = _thousandths((5_000, 30_000, 150_000))
 _ONCE = _whole((1, 1, 1, 2))
 _INTERNATIONAL = (
-    ("Germania", "0.3500"), ("Italia", "0.3500"), ("Spania", "0.3800"), ("Franța", "0.3800"),
-    ("Regatul Unit", "0.6500"), ("Republica Moldova", "0.9500"), ("SUA", "0.2900"),
-    ("Ungaria", "0.4200"), ("Turcia", "1.2000"),
+    ("Germania", "0.3500"),
+    ("Italia", "0.3500"),
+    ("Spania", "0.3800"),
+    ("Franța", "0.3800"),
+    ("Regatul Unit", "0.6500"),
+    ("Republica Moldova", "0.9500"),
+    ("SUA", "0.2900"),
+    ("Ungaria", "0.4200"),
+    ("Turcia", "1.2000"),
 )
 _EU = ("Italia", "Spania", "Franța", "Germania", "Grecia", "Austria", "Bulgaria", "Ungaria")
 _NON_EU = ("Elveția", "Turcia", "Serbia", "SUA", "Regatul Unit")
@@ -205,16 +434,26 @@ _USAGE = (
     ("Opțiune Internet 10 GB extra", _ONCE, "8.2645", "standard", 1),
     ("Opțiune 100 minute internaționale", _ONCE, "12.3967", "standard", 1),
     ("Servicii internaționale scutite", _FEW_MINUTES, "2.5000", "exempt", 0),
-    *((f"Minute internaționale {country}", _MINUTES, price, "standard", 0)
-      for country, price in _INTERNATIONAL),
-    *((f"Roaming UE date (MB) – {country}", _MEGABYTES, "0.0041", "standard", 10)
-      for country in _EU),
-    *((f"Roaming UE apeluri efectuate (min) – {country}", _MINUTES, "0.0450", "standard", 10)
-      for country in _EU),
-    *((f"Roaming non-UE date (MB) – {country}", _FEW_MEGABYTES, "0.0500", "standard", 10)
-      for country in _NON_EU),
-    *((f"Roaming non-UE apeluri (min) – {country}", _FEW_MINUTES, "1.2000", "standard", 10)
-      for country in _NON_EU),
+    *(
+        (f"Minute internaționale {country}", _MINUTES, price, "standard", 0)
+        for country, price in _INTERNATIONAL
+    ),
+    *(
+        (f"Roaming UE date (MB) – {country}", _MEGABYTES, "0.0041", "standard", 10)
+        for country in _EU
+    ),
+    *(
+        (f"Roaming UE apeluri efectuate (min) – {country}", _MINUTES, "0.0450", "standard", 10)
+        for country in _EU
+    ),
+    *(
+        (f"Roaming non-UE date (MB) – {country}", _FEW_MEGABYTES, "0.0500", "standard", 10)
+        for country in _NON_EU
+    ),
+    *(
+        (f"Roaming non-UE apeluri (min) – {country}", _FEW_MINUTES, "1.2000", "standard", 10)
+        for country in _NON_EU
+    ),
 )
 
 
@@ -401,8 +640,20 @@ def _customer(seed: int, index: int, width: int) -> tuple[list[str], _Plan]:
     has_mailing_address = rng.random() < (0.4 if delivery == "paper" else 0.025)
     paper = _romanian_address(rng) if has_mailing_address else ("", "", "", "")
     row = [
-        f"C{index:0{width}d}", name, tax_id, street, city, county, postal_code, country,
-        phone, email, language, delivery, notify, *paper,
+        f"C{index:0{width}d}",
+        name,
+        tax_id,
+        street,
+        city,
+        county,
+        postal_code,
+        country,
+        phone,
+        email,
+        language,
+        delivery,
+        notify,
+        *paper,
     ]
     return row, _plan(rng, company)
 
@@ -440,10 +691,20 @@ def _charges(
     last = len(period.days) - 1
     rows: list[tuple[str, ...]] = []
 
-    def line(description: str, quantity: str, price: str, vat_class: str,
-             start: int = 0, end: int = last) -> None:
-        rows.append((customer_id, description, quantity, price, period.rates[vat_class][end],
-                     period.days[start], period.days[end]))
+    def line(
+        description: str, quantity: str, price: str, vat_class: str, start: int = 0, end: int = last
+    ) -> None:
+        rows.append(
+            (
+                customer_id,
+                description,
+                quantity,
+                price,
+                period.rates[vat_class][end],
+                period.days[start],
+                period.days[end],
+            )
+        )
 
     for description, price in plan.subscriptions:
         line(description, "1", _money(price), "standard")
@@ -461,8 +722,12 @@ def _charges(
     if plan.loyalty:
         line("Discount fidelitate", "1", "-10.00", "standard")
     if plan.percent_off:
-        line("Reducere 10% abonament", "1", _money(-((plan.subscriptions[0][1] + 5) // 10)),
-             "standard")
+        line(
+            "Reducere 10% abonament",
+            "1",
+            _money(-((plan.subscriptions[0][1] + 5) // 10)),
+            "standard",
+        )
     if rng.random() < 0.03:
         line("Credit compensare întrerupere serviciu", "1", "-5.00", "standard")
     wanted = rng.randint(3, 40)
@@ -470,8 +735,14 @@ def _charges(
     for description, quantity, price, vat_class, span in usage:
         if span:
             start = rng.randint(0, last)
-            line(description, quantity(rng), price, vat_class, start,
-                 min(last, start + rng.randrange(span)))
+            line(
+                description,
+                quantity(rng),
+                price,
+                vat_class,
+                start,
+                min(last, start + rng.randrange(span)),
+            )
         else:
             line(description, quantity(rng), price, vat_class)
     return rows
@@ -505,8 +776,13 @@ def _foreign_address(rng: random.Random) -> tuple[str, str, str, str, str, str, 
 def _personal_email(rng: random.Random, first: str, last: str) -> str:
     given, family = _ascii(first).replace("-", ""), _ascii(last)
     local = rng.choice(
-        (f"{given}.{family}", f"{given}{family}", f"{family}.{given}", f"{given}_{family}",
-         f"{given[0]}{family}")
+        (
+            f"{given}.{family}",
+            f"{given}{family}",
+            f"{family}.{given}",
+            f"{given}_{family}",
+            f"{given[0]}{family}",
+        )
     )
     if rng.random() < 0.4:
         local += str(rng.randint(1, 99))
