@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from billing.errors import ArchiveError, InvoicePipelineError
 from billing.model import IssuedInvoice, Supplier
 from storage.archive import Archive, StoredObject
 from storage.invoices import load_invoices, numbers_without_document
-from storage.ledger import invoice_documents, invoices
+from storage.ledger import cycles, invoice_documents, invoices, lock_manifest_chain, manifests
 
 Renderer = Callable[[IssuedInvoice, Supplier], bytes]
 BATCH = 100
+UPLOADERS = 8  # concurrent archive writes per chunk
+RETENTION_YEARS = 10
 
 
 def invoice_key(customer_id: str, number: str) -> str:
@@ -44,6 +47,12 @@ class ArchiveResult:
         return ArchiveResult(self.archived + other.archived)
 
 
+def retention_end(issue_date: date, years: int = RETENTION_YEARS) -> date:
+    """Last day an invoice must be kept: the end of its financial year plus `years`
+    (Law 82/1991 art. 25: ten years from the end of the year it was drawn up)."""
+    return date(issue_date.year + years, 12, 31)
+
+
 def archive_invoices(
     engine: Engine,
     archive: Archive,
@@ -53,25 +62,40 @@ def archive_invoices(
     supplier: Supplier,
     render: Renderer,
     template_version: str,
+    retention_years: int = RETENTION_YEARS,
+    uploaders: int = UPLOADERS,
 ) -> ArchiveResult:
-    """Render and archive the invoices of `customer_ids` in the cycle that have no document yet."""
+    """Render and archive the invoices of `customer_ids` in the cycle that have no document yet.
+
+    Rendering runs in this thread (it is CPU-bound); uploads overlap it in a bounded pool.
+    """
     with engine.connect() as conn:
         pending = numbers_without_document(conn, cycle_id, customer_ids)
     result = ArchiveResult()
     failures: list[str] = []
-    for start in range(0, len(pending), BATCH):
-        with engine.connect() as conn:
-            batch = load_invoices(conn, pending[start : start + BATCH])
-        rows = []
-        for invoice in batch:
-            key = invoice_key(invoice.customer.customer_id, invoice.number)
-            try:
-                stored = archive.put_once(key, render(invoice, supplier))
-            except InvoicePipelineError as exc:  # one bad invoice must not hold up the others
-                failures.append(f"{invoice.number}: {exc}")
-                continue
-            rows.append(_document_row(invoice, stored, cycle_id, template_version, run_id))
-        result += ArchiveResult(_record(engine, rows))
+    with ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="archive") as pool:
+        for start in range(0, len(pending), BATCH):
+            with engine.connect() as conn:
+                batch = load_invoices(conn, pending[start : start + BATCH])
+            uploads = []
+            for invoice in batch:
+                key = invoice_key(invoice.customer.customer_id, invoice.number)
+                retain = retention_end(invoice.issue_date, retention_years)
+                try:
+                    data = render(invoice, supplier)
+                except InvoicePipelineError as exc:  # one bad invoice must not hold up the rest
+                    failures.append(f"{invoice.number}: {exc}")
+                    continue
+                uploads.append((invoice, pool.submit(archive.put_once, key, data, retain)))
+            rows = []
+            for invoice, upload in uploads:
+                try:
+                    stored = upload.result()
+                except InvoicePipelineError as exc:
+                    failures.append(f"{invoice.number}: {exc}")
+                    continue
+                rows.append(_document_row(invoice, stored, cycle_id, template_version, run_id))
+            result += ArchiveResult(_record(engine, rows))
     if failures:
         shown = "; ".join(failures[:5]) + ("; ..." if len(failures) > 5 else "")
         raise ArchiveError(
@@ -107,7 +131,7 @@ def _record(engine: Engine, rows: list[dict]) -> int:
         return max(done.rowcount, 0)
 
 
-def build_manifest(engine: Engine, cycle_id: str, previous_sha256: str | None) -> dict:
+def build_manifest(conn: Connection, cycle_id: str, previous_sha256: str | None) -> dict:
     """The cycle manifest (contract 4): every invoice of the cycle with its archived document."""
     query = (
         sa.select(
@@ -119,8 +143,7 @@ def build_manifest(engine: Engine, cycle_id: str, previous_sha256: str | None) -
         .where(invoices.c.cycle_id == cycle_id)
         .order_by(invoices.c.number)
     )  # fmt: skip
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
+    rows = conn.execute(query).all()
     missing = [r.number for r in rows if r.key is None]
     if missing:
         raise ArchiveError(
@@ -149,6 +172,38 @@ def manifest_bytes(manifest: dict) -> bytes:
     )
 
 
-def write_manifest(archive: Archive, manifest: dict) -> StoredObject:
-    """Archive the manifest once; a re-run of a complete cycle writes the same bytes (no-op)."""
-    return archive.put_once(manifest_key(manifest["cycle_id"]), manifest_bytes(manifest))
+def finalize_manifest(
+    engine: Engine, archive: Archive, cycle_id: str, retention_years: int = RETENTION_YEARS
+) -> StoredObject:
+    """Archive the cycle manifest once and append it to the chain.
+
+    Each manifest carries the sha256 of the manifest written before it (in the order written,
+    so a backfilled cycle joins the end), forming a chain an auditor can walk back to the
+    first cycle. A re-run of a complete cycle rebuilds the same bytes: a no-op.
+    """
+    with engine.begin() as conn:
+        lock_manifest_chain(conn)
+        known = conn.execute(sa.select(manifests).where(manifests.c.cycle_id == cycle_id)).first()
+        last = conn.execute(
+            sa.select(manifests.c.sha256, manifests.c.seq).order_by(manifests.c.seq.desc()).limit(1)
+        ).first()
+        previous = known.previous_sha256 if known else (last.sha256 if last else None)
+        manifest = build_manifest(conn, cycle_id, previous)
+        issue_date = conn.execute(
+            sa.select(cycles.c.issue_date).where(cycles.c.cycle_id == cycle_id)
+        ).scalar_one()
+        stored = archive.put_once(
+            manifest_key(cycle_id),
+            manifest_bytes(manifest),
+            retention_end(issue_date, retention_years),
+        )
+        if known is None:
+            conn.execute(
+                manifests.insert().values(
+                    cycle_id=cycle_id, seq=(last.seq + 1) if last else 1, key=stored.key,
+                    size=stored.size, sha256=stored.sha256, previous_sha256=previous,
+                    version_id=stored.version_id, invoices=len(manifest["invoices"]),
+                    written_at=datetime.now(UTC),
+                )
+            )  # fmt: skip
+    return stored

@@ -72,6 +72,115 @@ def report(
         print_report(found)
 
 
+@app.command()
+def view(
+    customer_id: str = typer.Argument(..., help="The customer's id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (contract 4)."),
+) -> None:
+    """A customer's last six invoices, newest first, with download links."""
+    from billing.view import last_invoices
+    from storage.archive import open_archive
+    from storage.ledger import open_ledger
+
+    settings = Settings.from_env()
+    found = last_invoices(
+        open_ledger(settings.ledger_url),
+        open_archive(settings.archive_url),
+        customer_id,
+        expires_in=settings.link_expiry_seconds,
+    )
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"last invoices of {customer_id}")
+    for column in ("number", "cycle", "issued", "due", "total", "sha256", "download"):
+        table.add_column(column, overflow="fold")
+    for item in found:
+        table.add_row(
+            item["number"], item["cycle_id"], item["issue_date"], item["due_date"],
+            f"{item['total']} {item['currency']}", item["sha256"][:16] + "...", item["url"],
+        )  # fmt: skip
+    console.print(table if found else f"no archived invoice for {customer_id}")
+
+
+audit = typer.Typer(
+    help="Auditor tools: verify and download a cycle's archive.", no_args_is_help=True
+)
+app.add_typer(audit, name="audit")
+
+
+@audit.command("verify")
+def audit_verify(cycle_id: str = typer.Argument(..., help="Cycle id.")) -> None:
+    """Re-read every object of the cycle and check it against the manifest, the manifest chain
+    and the ledger, and that the series has no gaps. Exit 0 only when all agree."""
+    from billing.audit import verify_cycle
+    from storage.archive import open_archive
+    from storage.ledger import open_ledger
+
+    settings = Settings.from_env()
+    problems = verify_cycle(
+        open_ledger(settings.ledger_url), open_archive(settings.archive_url), cycle_id
+    )
+    for problem in problems:
+        typer.echo(problem)
+    if problems:
+        err.print(f"cycle {cycle_id}: {len(problems)} problem(s)")
+        raise typer.Exit(1)
+    typer.echo(f"cycle {cycle_id}: archive, manifest chain and ledger agree")
+
+
+@audit.command("download")
+def audit_download(
+    cycle_id: str = typer.Argument(..., help="Cycle id."),
+    to: Path = typer.Option(..., "--to", help="Folder that receives the PDFs and the manifest."),
+) -> None:
+    """Download a cycle's PDFs and manifest, verifying each file against the manifest."""
+    from rich.progress import Progress
+
+    from billing.audit import download_cycle, manifest_size
+    from storage.archive import open_archive
+    from storage.ledger import open_ledger
+
+    settings = Settings.from_env()
+    engine = open_ledger(settings.ledger_url)
+
+    with Progress(console=err) as progress:
+        task = progress.add_task(f"cycle {cycle_id}", total=manifest_size(engine, cycle_id))
+        problems = download_cycle(
+            engine, open_archive(settings.archive_url), cycle_id, to,
+            progress=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    for problem in problems:
+        typer.echo(problem)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"cycle {cycle_id}: downloaded to {to} and verified")
+
+
+archive_app = typer.Typer(help="Archive maintenance.", no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+
+
+@archive_app.command("lifecycle")
+def archive_lifecycle(
+    days: int = typer.Option(200, "--days", min=30, help="Age after which invoices go colder."),
+    storage_class: str = typer.Option("STANDARD_IA", "--storage-class"),
+) -> None:
+    """Move archived invoices older than the six-invoice view window to a colder storage class
+    (an S3 lifecycle rule on invoices/; the objects stay locked)."""
+    from storage.archive import open_archive
+
+    settings = Settings.from_env()
+    archive = open_archive(settings.archive_url)
+    if not settings.archive_url.startswith("s3://"):
+        typer.echo(f"{settings.archive_url} is a local folder: there is no colder storage class")
+        raise typer.Exit(1)
+    from storage.s3_archive import apply_lifecycle
+
+    rule = apply_lifecycle(archive.client, archive.bucket, archive.prefix, days, storage_class)
+    typer.echo(json.dumps(rule, indent=2, default=str))
+
+
 def print_report(report: dict) -> None:
     """The run report as a table ops can read, then the path of the JSON."""
     table = Table(title=f"cycle {report['cycle_id']} - run {report['run_id']}", min_width=72)

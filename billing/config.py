@@ -36,6 +36,8 @@ class Settings:
     mail_from: str = "facturi@example.ro"
     sms_transport: str = "file"
     supplier_file: Path = CHECKOUT / "renderers" / "supplier.json"
+    retention_years: int = 10
+    link_expiry_seconds: int = 900
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +72,12 @@ class Settings:
             smtp_tls=tls,
             mail_from=get("INVOICES_MAIL_FROM", "facturi@example.ro"),
             sms_transport=sms,
+            retention_years=_positive_int(
+                get("INVOICES_ARCHIVE_RETENTION_YEARS", "10"), "INVOICES_ARCHIVE_RETENTION_YEARS"
+            ),
+            link_expiry_seconds=_positive_int(
+                get("INVOICES_LINK_EXPIRY_SECONDS", "900"), "INVOICES_LINK_EXPIRY_SECONDS"
+            ),
             supplier_file=Path(
                 get("INVOICES_SUPPLIER_FILE", str(CHECKOUT / "renderers" / "supplier.json"))
             ),

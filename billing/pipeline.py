@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from billing.archiving import ArchiveResult, archive_invoices, build_manifest, write_manifest
+from billing.archiving import ArchiveResult, archive_invoices, finalize_manifest
 from billing.config import Settings
 from billing.errors import InputError
 from billing.issuing import IssueResult, issue_invoices, register_cycle
@@ -83,6 +83,7 @@ def archive_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> ArchiveResu
         load_supplier(settings.supplier_file),
         render_invoice,
         TEMPLATE_VERSION,
+        settings.retention_years,
     )
 
 
@@ -157,7 +158,7 @@ def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
     staged = load_staged(staging, cycle_id)
     engine = open_ledger(settings.ledger_url)
     archive = open_archive(settings.archive_url)
-    manifest = write_manifest(archive, build_manifest(engine, cycle_id, previous_sha256=None))
+    manifest = finalize_manifest(engine, archive, cycle_id, settings.retention_years)
     counts = cycle_counts(settings, cycle_id, run_id)
     archived, documents = document_counts(settings, cycle_id, run_id)
     quarantine_key = report_key(cycle_id, run_id, ".quarantine.csv")

@@ -17,6 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Protocol
 
@@ -32,14 +33,27 @@ class StoredObject:
 
 
 class Archive(Protocol):
+    """What the pipeline needs of an archive; `LocalArchive` and `S3Archive` implement it."""
+
     url: str
 
-    def put_once(self, key: str, data: bytes) -> StoredObject: ...
-    def replace(self, key: str, data: bytes) -> StoredObject: ...
+    def put_once(self, key: str, data: bytes, retain_until: date | None = None) -> StoredObject:
+        """Store `data` under `key` unless it is there: the same bytes again is a no-op, other
+        bytes raise ArchiveConflictError. `retain_until` is the legal retention of the object
+        (Object Lock on S3; the local folder makes every object read-only)."""
+
+    def replace(self, key: str, data: bytes) -> StoredObject:
+        """Write `key` whatever it holds: only for run reports, never invoices or manifests."""
+
     def get(self, key: str, version_id: str | None = None) -> bytes: ...
-    def head(self, key: str) -> StoredObject | None: ...
+
+    def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        """Size, sha256 and version of a stored object, or None when there is none."""
+
     def list(self, prefix: str = "") -> Iterator[str]: ...
-    def link(self, key: str, version_id: str | None = None) -> str: ...
+
+    def link(self, key: str, version_id: str | None = None, expires_in: int = 900) -> str:
+        """Where a person can download the object: a presigned URL (S3) or a file path."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -68,7 +82,7 @@ class LocalArchive:
             raise ValueError(f"invalid archive key {key!r}")
         return self.root.joinpath(*parts)
 
-    def put_once(self, key: str, data: bytes) -> StoredObject:
+    def put_once(self, key: str, data: bytes, retain_until: date | None = None) -> StoredObject:
         path = self._path(key)
         stored = StoredObject(key, len(data), sha256_hex(data))
         existing = self.head(key)
@@ -113,7 +127,7 @@ class LocalArchive:
     def get(self, key: str, version_id: str | None = None) -> bytes:
         return self._path(key).read_bytes()
 
-    def head(self, key: str) -> StoredObject | None:
+    def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         path = self._path(key)
         try:
             data = path.read_bytes()
@@ -128,5 +142,5 @@ class LocalArchive:
                 if path.is_file() and not path.name.startswith("."):
                     yield path.relative_to(self.root).as_posix()
 
-    def link(self, key: str, version_id: str | None = None) -> str:
+    def link(self, key: str, version_id: str | None = None, expires_in: int = 900) -> str:
         return str(self._path(key))

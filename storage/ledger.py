@@ -21,6 +21,7 @@ from sqlalchemy.types import TypeDecorator
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "ledger_schema_version"
 _MIGRATION_LOCK_ID = 0x1F0_1CE5  # pg_advisory_xact_lock key for schema changes
+_CHAIN_LOCK_ID = 0x1F0_C4A1  # pg_advisory_xact_lock key for appending to the manifest chain
 
 
 class Money(TypeDecorator):
@@ -158,6 +159,20 @@ invoice_documents = sa.Table(
     sa.Index("ix_invoice_documents_cycle", "cycle_id"),
 )
 
+manifests = sa.Table(
+    "manifests",
+    metadata,
+    sa.Column("cycle_id", sa.String(32), sa.ForeignKey("cycles.cycle_id"), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False, unique=True),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("previous_sha256", sa.String(64)),
+    sa.Column("version_id", sa.String(1024)),
+    sa.Column("invoices", sa.Integer, nullable=False),
+    sa.Column("written_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 runs = sa.Table(
     "runs",
     metadata,
@@ -211,6 +226,13 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.close()
+
+
+def lock_manifest_chain(connection) -> None:
+    """Serialise appends to the manifest chain until the transaction ends (on SQLite the
+    transaction's write lock already does)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_CHAIN_LOCK_ID})")
 
 
 def migrate(engine: Engine) -> None:

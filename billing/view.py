@@ -1,0 +1,51 @@
+"""A customer's last six invoices: derived from the ledger, never a mutable object in the locked
+archive. The `invoices view` command and the self-service page both call `last_invoices`."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from storage.archive import Archive
+from storage.ledger import invoice_documents, invoices
+
+VIEW_SIZE = 6
+
+
+def last_invoices(
+    engine: Engine,
+    archive: Archive,
+    customer_id: str,
+    limit: int = VIEW_SIZE,
+    expires_in: int = 900,
+) -> list[dict]:
+    """The customer's newest archived invoices by issue date (ties by number), newest first, each
+    with a download link for its exact archived version that expires within `expires_in` seconds.
+
+    Ordering by issue date means a backfilled older cycle never pushes newer invoices out."""
+    query = (
+        sa.select(
+            invoices.c.number, invoices.c.cycle_id, invoices.c.issue_date, invoices.c.due_date,
+            invoices.c.total, invoices.c.currency, invoice_documents.c.sha256,
+            invoice_documents.c.key, invoice_documents.c.version_id,
+        )
+        .join(invoice_documents, invoice_documents.c.number == invoices.c.number)
+        .where(invoices.c.customer_id == customer_id)
+        .order_by(invoices.c.issue_date.desc(), invoices.c.number.desc())
+        .limit(limit)
+    )  # fmt: skip
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        {
+            "number": r.number,
+            "cycle_id": r.cycle_id,
+            "issue_date": r.issue_date.isoformat(),
+            "due_date": r.due_date.isoformat(),
+            "total": f"{r.total:.2f}",
+            "currency": r.currency,
+            "sha256": r.sha256,
+            "url": archive.link(r.key, r.version_id, expires_in=expires_in),
+        }
+        for r in rows
+    ]
