@@ -116,13 +116,12 @@ def _check_objects(
             found.append(
                 f"invoice {number}: {key} sha256 {sha256_hex(data)[:12]}... differs from the manifest"
             )
-        current = archive.head(key) if fetch is None else None
-        if (
-            current is not None
-            and entry.get("version_id")
-            and current.version_id != entry["version_id"]
-        ):
-            found.append(f"invoice {number}: {key} has a newer version than the archived one")
+        if fetch is None:  # what a reader without a version id gets must be the archived one
+            current = archive.head(key)
+            if current is None:
+                found.append(f"invoice {number}: {key} is deleted (no current version)")
+            elif entry.get("version_id") and current.version_id != entry["version_id"]:
+                found.append(f"invoice {number}: {key} has a newer version than the archived one")
         return found
 
     with ThreadPoolExecutor(max_workers=READERS) as pool:
