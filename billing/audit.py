@@ -56,6 +56,11 @@ def _read_manifest(engine, archive, cycle_id, problems) -> tuple[dict | None, by
     except ValueError:
         problems.append(f"{manifest_key(cycle_id)}: not valid JSON")
         return None, data
+    current = archive.head(manifest_key(cycle_id))
+    if current is None:
+        problems.append(f"{manifest_key(cycle_id)}: deleted (no current version)")
+    elif row.version_id and current.version_id != row.version_id:
+        problems.append(f"{manifest_key(cycle_id)}: has a newer version than the archived one")
     if manifest.get("previous_sha256") != row.previous_sha256:
         problems.append(
             f"{manifest_key(cycle_id)}: previous_sha256 differs from the ledger's chain"
