@@ -38,6 +38,8 @@ class Settings:
     supplier_file: Path = CHECKOUT / "renderers" / "supplier.json"
     retention_years: int = 10
     link_expiry_seconds: int = 900
+    # A ready boto3 S3 client (e.g. from an Airflow AWS connection); None: boto3's own settings.
+    s3_client: object = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

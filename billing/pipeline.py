@@ -44,8 +44,8 @@ def report_key(cycle_id: str, run_id: str, suffix: str = ".json") -> str:
 def stage(settings: Settings, cycle_id: str) -> StagedCycle:
     """Validate and partition the export of `cycle_id`, and register the cycle in the ledger."""
     staged = stage_cycle(
-        open_store(settings.source_url),
-        open_store(settings.staging_url),
+        open_store(settings.source_url, settings.s3_client),
+        open_store(settings.staging_url, settings.s3_client),
         cycle_id,
         chunk_size=settings.chunk_size,
     )
@@ -55,14 +55,14 @@ def stage(settings: Settings, cycle_id: str) -> StagedCycle:
 
 def issue_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> IssueResult:
     """Issue the invoices of one staged chunk (idempotent)."""
-    staging = open_store(settings.staging_url)
+    staging = open_store(settings.staging_url, settings.s3_client)
     cycle = load_staged(staging, ref.cycle_id).cycle
     return issue_invoices(open_ledger(settings.ledger_url), cycle, read_chunk(staging, ref), run_id)
 
 
 def issue(settings: Settings, cycle_id: str, run_id: str) -> IssueResult:
     """Issue every chunk of a staged cycle, in chunk order (so numbers follow the chunks)."""
-    staged = load_staged(open_store(settings.staging_url), cycle_id)
+    staged = load_staged(open_store(settings.staging_url, settings.s3_client), cycle_id)
     result = IssueResult()
     for ref in staged.chunks:
         result += issue_chunk(settings, ref, run_id)
@@ -76,9 +76,9 @@ def archive_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> ArchiveResu
 
     return archive_invoices(
         open_ledger(settings.ledger_url),
-        open_archive(settings.archive_url),
+        open_archive(settings.archive_url, settings.s3_client),
         ref.cycle_id,
-        read_chunk_customer_ids(open_store(settings.staging_url), ref),
+        read_chunk_customer_ids(open_store(settings.staging_url, settings.s3_client), ref),
         run_id,
         load_supplier(settings.supplier_file),
         render_invoice,
@@ -89,7 +89,7 @@ def archive_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> ArchiveResu
 
 def archive_cycle(settings: Settings, cycle_id: str, run_id: str) -> ArchiveResult:
     """Render and archive every chunk of a staged cycle in this process."""
-    staged = load_staged(open_store(settings.staging_url), cycle_id)
+    staged = load_staged(open_store(settings.staging_url, settings.s3_client), cycle_id)
     result = ArchiveResult()
     for ref in staged.chunks:
         result += archive_chunk(settings, ref, run_id)
@@ -154,10 +154,10 @@ def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
     ledger's run row. Every count is read back from the ledger and staging, so a retried or
     re-run task is counted once."""
     started_at = start_run(settings, cycle_id, run_id)
-    staging = open_store(settings.staging_url)
+    staging = open_store(settings.staging_url, settings.s3_client)
     staged = load_staged(staging, cycle_id)
     engine = open_ledger(settings.ledger_url)
-    archive = open_archive(settings.archive_url)
+    archive = open_archive(settings.archive_url, settings.s3_client)
     manifest = finalize_manifest(engine, archive, cycle_id, settings.retention_years)
     counts = cycle_counts(settings, cycle_id, run_id)
     archived, documents = document_counts(settings, cycle_id, run_id)
@@ -198,7 +198,7 @@ def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
 
 def load_report(settings: Settings, cycle_id: str, run_id: str | None = None) -> dict:
     """A stored run report: the given run's, or the one that finished last."""
-    archive = open_archive(settings.archive_url)
+    archive = open_archive(settings.archive_url, settings.s3_client)
     if run_id:
         keys = [report_key(cycle_id, run_id)]
     else:

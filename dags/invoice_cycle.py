@@ -24,9 +24,23 @@ DEFAULT_ARGS = {
 
 
 def _settings():
+    """Settings from the environment; S3 through an Airflow AWS connection when
+    INVOICES_AWS_CONN_ID names one (looked up at run time, never while parsing)."""
+    import os
+    from dataclasses import replace
+
     from billing.config import Settings
 
-    return Settings.from_env()
+    settings = Settings.from_env()
+    conn_id = os.environ.get("INVOICES_AWS_CONN_ID", "").strip()
+    if conn_id:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from storage.s3_archive import CLIENT_CONFIG
+
+        hook = S3Hook(aws_conn_id=conn_id, config=CLIENT_CONFIG)
+        settings = replace(settings, s3_client=hook.get_conn())
+    return settings
 
 
 @contextmanager

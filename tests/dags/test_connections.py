@@ -1,0 +1,40 @@
+"""With INVOICES_AWS_CONN_ID, the DAG's tasks reach S3 through that Airflow connection."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from storage.archive import open_archive
+
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "invoice_cycle.py"
+
+
+def test_s3_client_comes_from_the_airflow_connection(s3_bucket, monkeypatch, tmp_path):
+    client, bucket = s3_bucket
+    endpoint = client.meta.endpoint_url
+    # the connection, not boto3's environment, must carry the endpoint and credentials
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("INVOICES_HOME", str(tmp_path))
+    monkeypatch.setenv("INVOICES_AWS_CONN_ID", "invoices_s3")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_INVOICES_S3",
+        json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"endpoint_url": endpoint, "region_name": "eu-central-1"},
+        }),
+    )  # fmt: skip
+    spec = importlib.util.spec_from_file_location("invoice_cycle_dag", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    settings = module._settings()
+    assert settings.s3_client is not None
+    archive = open_archive(f"s3://{bucket}/via-connection", settings.s3_client)
+    stored = archive.put_once("invoices/C1/OR00000001.pdf", b"%PDF-1.7 test")
+    assert (
+        client.get_object(Bucket=bucket, Key="via-connection/" + stored.key)["Body"].read()
+        == b"%PDF-1.7 test"
+    )
