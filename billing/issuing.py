@@ -22,7 +22,8 @@ from sqlalchemy.engine import Connection, Engine
 from billing.errors import CycleConflictError
 from billing.model import Charge, Customer, Cycle
 from billing.money import compute_totals, line_net
-from storage.ledger import cycles, invoice_lines, invoice_vat, invoices, series_counters
+from notifiers.routing import recipient, route
+from storage.ledger import cycles, invoice_lines, invoice_vat, invoices, notices, series_counters
 
 NUMBER_DIGITS = 8
 
@@ -112,22 +113,38 @@ def _issue_batch(engine, cycle: Cycle, batch, run_id: str) -> IssueResult:
         if not fresh:
             return IssueResult(existing=len(batch))
         now = datetime.now(UTC)
-        rows, vat_rows, line_rows = [], [], []
+        rows, vat_rows, line_rows, notice_rows = [], [], [], []
         for offset, (customer, charges) in enumerate(fresh, start=1):
             number = format_number(cycle.series, last + offset)
             inv, vats, lines = _invoice_rows(number, last + offset, cycle, customer, charges)
             rows.append({**inv, "issued_at": now, "run_id": run_id})
             vat_rows.extend(vats)
             line_rows.extend(lines)
+            notice_rows.extend(_notice_rows(number, cycle.cycle_id, customer, now))
         conn.execute(invoices.insert(), rows)
         conn.execute(invoice_vat.insert(), vat_rows)
         conn.execute(invoice_lines.insert(), line_rows)
+        if notice_rows:  # the outbox is written in the invoice's own transaction
+            conn.execute(notices.insert(), notice_rows)
         conn.execute(
             series_counters.update()
             .where(series_counters.c.series == cycle.series)
             .values(last_number=last + len(fresh), updated_at=now)
         )
     return IssueResult(issued=len(fresh), existing=len(batch) - len(fresh))
+
+
+def _notice_rows(number: str, cycle_id: str, customer: Customer, now: datetime) -> list[dict]:
+    chosen = route(customer)
+    return [
+        {
+            "key": f"{number}:{channel}", "number": number, "cycle_id": cycle_id,
+            "channel": channel, "recipient": recipient(customer, channel),
+            "fallback": chosen.fallback, "status": "pending", "attempts": 0, "last_error": "",
+            "provider_message_id": "", "created_at": now, "updated_at": now,
+        }
+        for channel in chosen.channels
+    ]  # fmt: skip
 
 
 def _invoice_rows(

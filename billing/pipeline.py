@@ -27,7 +27,7 @@ from billing.staging import (
 )
 from storage.archive import open_archive
 from storage.blobs import open_store
-from storage.ledger import invoice_documents, invoices, open_ledger, runs
+from storage.ledger import invoice_documents, invoices, notices, open_ledger, runs
 
 CHANNELS = ("email", "sms")
 
@@ -136,6 +136,38 @@ def cycle_counts(settings: Settings, cycle_id: str, run_id: str) -> dict:
     }
 
 
+NOTICE_STATE = {
+    "sent": "sent",
+    "failed-permanent": "failed",
+    "pending": "pending",
+    "sending": "pending",
+    "failed-retryable": "pending",  # still to be retried
+}
+
+
+def notice_counts(settings: Settings, cycle_id: str) -> dict:
+    """The cycle's outbox by channel and state, paper invoices queued, and fallbacks."""
+    with open_ledger(settings.ledger_url).connect() as conn:
+        rows = conn.execute(
+            sa.select(notices.c.channel, notices.c.status, sa.func.count())
+            .where(notices.c.cycle_id == cycle_id)
+            .group_by(notices.c.channel, notices.c.status)
+        ).all()
+        fallbacks = conn.execute(
+            sa.select(sa.func.count(sa.distinct(notices.c.number))).where(
+                notices.c.cycle_id == cycle_id, notices.c.fallback.is_(True)
+            )
+        ).scalar_one()
+    counts = {ch: {"sent": 0, "failed": 0, "pending": 0} for ch in CHANNELS}
+    paper = 0
+    for channel, status, count in rows:
+        if channel == "paper":
+            paper += count
+        else:
+            counts[channel][NOTICE_STATE[status]] += count
+    return {"notices": counts, "paper_queued": paper, "fallbacks": fallbacks}
+
+
 def document_counts(settings: Settings, cycle_id: str, run_id: str) -> tuple[int, int]:
     """(PDFs this run archived, PDFs archived for the cycle in all)."""
     with open_ledger(settings.ledger_url).connect() as conn:
@@ -177,9 +209,7 @@ def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
         "invoices_existing": counts["existing"],
         "pdfs_archived": archived,
         "pdfs_existing": documents - archived,
-        "notices": {ch: {"sent": 0, "failed": 0, "pending": 0} for ch in CHANNELS},
-        "paper_queued": 0,
-        "fallbacks": 0,
+        **notice_counts(settings, cycle_id),
         "totals": counts["totals"],
         "chunks": len(staged.chunks),
         "manifest": {"key": manifest.key, "sha256": manifest.sha256},

@@ -173,6 +173,27 @@ manifests = sa.Table(
     sa.Column("written_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+notices = sa.Table(
+    "notices",
+    metadata,
+    sa.Column("key", sa.String(40), primary_key=True),  # idempotency key: "<number>:<channel>"
+    sa.Column("number", sa.String(24), sa.ForeignKey("invoices.number"), nullable=False),
+    sa.Column("cycle_id", sa.String(32), nullable=False),
+    sa.Column("channel", sa.String(8), nullable=False),
+    sa.Column("recipient", sa.Text, nullable=False),
+    sa.Column("fallback", sa.Boolean, nullable=False),
+    # pending, sending, sent, failed-retryable, failed-permanent
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("provider_message_id", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("run_id", sa.String(250)),
+    sa.Index("ix_notices_cycle_status", "cycle_id", "channel", "status"),
+)
+
 runs = sa.Table(
     "runs",
     metadata,

@@ -151,3 +151,28 @@ def test_concurrent_workers_and_a_killed_one_leave_no_gap(pg_url):
             .where(invoice_lines.c.number.not_in(sa.select(invoices.c.number)))
         ).scalar_one()
         assert orphans == 0
+
+
+def test_outbox_rows_are_written_with_their_invoice_and_only_once(ledger_url):
+    from notifiers.routing import route
+    from storage.ledger import notices
+
+    engine = open_ledger(ledger_url)
+    november = cycle(11)
+    register_cycle(engine, november)
+    data = items(30)
+    data[3] = (replace(data[3][0], notify="both", delivery="paper"), data[3][1])
+    data[4] = (replace(data[4][0], email="", phone=""), data[4][1])
+    issue_invoices(engine, november, data, "run-1", batch_size=8)
+    issue_invoices(engine, november, data, "run-2", batch_size=8)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(notices).order_by(notices.c.key)).all()
+    expected = {
+        f"{format_number('OR', n)}:{channel}"
+        for n, (customer, _) in enumerate(data, start=1)
+        for channel in route(customer).channels
+    }
+    assert {r.key for r in rows} == expected and len(rows) == len(expected)
+    assert {r.key for r in rows if r.fallback} == {"OR00000005:paper"}
+    assert {r.key for r in rows if r.channel == "paper"} == {"OR00000004:paper", "OR00000005:paper"}
+    assert all(r.status == "pending" and r.attempts == 0 for r in rows)

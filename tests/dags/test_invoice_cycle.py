@@ -93,13 +93,19 @@ def test_make_run_issues_the_sample_cycle_once(tmp_path):
         "quarantined_rows", "invoices_issued", "invoices_existing", "pdfs_archived", "notices",
         "paper_queued", "fallbacks", "totals",
     }  # fmt: skip
-    assert report["notices"]["email"] == {"sent": 0, "failed": 0, "pending": 0}
 
     engine = sa.create_engine(f"sqlite:///{home / 'ledger.db'}")
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text("SELECT seq, total, net_total, vat_total FROM invoices ORDER BY seq")
         ).all()
+        outbox = dict(
+            conn.execute(sa.text("SELECT channel, count(*) FROM notices GROUP BY channel")).all()
+        )
+    # nothing is sent yet: every notice is pending in the outbox, counted per channel
+    assert report["notices"]["email"] == {"sent": 0, "failed": 0, "pending": outbox["email"]}
+    assert report["notices"]["sms"] == {"sent": 0, "failed": 0, "pending": outbox["sms"]}
+    assert report["paper_queued"] == outbox["paper"] and report["fallbacks"] == 2
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert len(rows) == report["invoices_issued"]
     assert f"{sum(r.total for r in rows) / 100:.2f}" == report["totals"]["gross"]
