@@ -9,8 +9,8 @@ N customers and prints one table:
 - the peak RSS of each stage, measured by the child process that ran it, against an idle child
   (the imports alone) and, for staging, against a cycle a quarter of the size.
 
-Every heavy step runs in a spawned child so that the parent stays small: on Linux a child's
-`ru_maxrss` starts from the resident size of the parent it was forked from.
+Every heavy step runs in a spawned child that reports its own peak (VmHWM), so one step's
+memory never shows in another's figure.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import csv
 import multiprocessing
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -54,8 +53,10 @@ PG_URL = os.environ.get("INVOICES_TEST_PG_URL", "postgresql+psycopg://postgres@1
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MB (Linux gives ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak resident set size in MB (VmHWM: unlike ru_maxrss, it does not
+    start from the size of the parent the process was forked from)."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmHWM:"))) / 1024
 
 
 def in_child(func, *args):
