@@ -1,0 +1,62 @@
+"""What every channel takes and gives back: one `Outgoing` message in, one `DeliveryResult` out.
+
+A channel's `send(messages)` returns exactly one result per distinct idempotency key, in the order
+of `messages`. Statuses:
+
+    sent               the provider accepted the message
+    failed-retryable   not delivered this time (4xx, timeout, connection lost, server unreachable):
+                       the notice stays pending and a later run tries again
+    failed-permanent   never retry (5xx, an unusable recipient)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+SENT = "sent"
+FAILED_RETRYABLE = "failed-retryable"
+FAILED_PERMANENT = "failed-permanent"
+STATUSES = (SENT, FAILED_RETRYABLE, FAILED_PERMANENT)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to send, built from the outbox."""
+
+    key: str  # idempotency key, e.g. "OR00000001:email"
+    recipient: str  # e-mail address (or E.164 phone for SMS)
+    subject: str  # empty for SMS
+    text: str
+    html: str = ""
+    attachment: tuple[str, bytes] | None = None  # (filename, PDF bytes)
+
+    def __repr__(self) -> str:
+        # Reprs end up in logs and tracebacks: keep the address and the body out of them.
+        return f"Outgoing(key={self.key!r})"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """The outcome for one key. `error` holds the server's reply or the exception for a failure,
+    never the recipient address."""
+
+    key: str
+    status: str  # "sent" | "failed-retryable" | "failed-permanent"
+    provider_message_id: str = ""
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+
+    @property
+    def sent(self) -> bool:
+        return self.status == SENT
+
+
+class Notifier(Protocol):
+    """A delivery channel: sends a batch and accounts for every key."""
+
+    def send(self, messages: Sequence[Outgoing]) -> list[DeliveryResult]: ...
