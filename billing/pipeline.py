@@ -18,6 +18,7 @@ from billing.config import Settings
 from billing.errors import InputError
 from billing.issuing import IssueResult, issue_invoices, register_cycle
 from billing.model import ChunkRef
+from billing.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
 from billing.staging import (
     StagedCycle,
     load_staged,
@@ -94,6 +95,40 @@ def archive_cycle(settings: Settings, cycle_id: str, run_id: str) -> ArchiveResu
     for ref in staged.chunks:
         result += archive_chunk(settings, ref, run_id)
     return result
+
+
+def notify_chunk(
+    settings: Settings, ref: ChunkRef, run_id: str, channels: tuple[str, ...] = CHANNELS
+) -> dict[str, NotifyResult]:
+    """Send the unsent e-mail and SMS notices of one chunk's invoices from the outbox."""
+    from notifiers.email import email_notifier
+    from notifiers.sms import SmsNotifier
+    from renderers.supplier import load_supplier
+
+    supplier = load_supplier(settings.supplier_file)
+    engine = open_ledger(settings.ledger_url)
+    archive = open_archive(settings.archive_url, settings.s3_client)
+    customer_ids = read_chunk_customer_ids(
+        open_store(settings.staging_url, settings.s3_client), ref
+    )
+    builders = {
+        "email": lambda: email_channel(email_notifier(settings), supplier),
+        "sms": lambda: sms_channel(SmsNotifier.from_settings(settings), supplier),
+    }
+    return {
+        name: notify_invoices(engine, archive, ref.cycle_id, customer_ids, builders[name](), run_id)
+        for name in channels
+    }
+
+
+def notify_cycle(settings: Settings, cycle_id: str, run_id: str) -> dict[str, NotifyResult]:
+    """Send every chunk's notices in this process."""
+    staged = load_staged(open_store(settings.staging_url, settings.s3_client), cycle_id)
+    totals = {name: NotifyResult() for name in CHANNELS}
+    for ref in staged.chunks:
+        for name, result in notify_chunk(settings, ref, run_id).items():
+            totals[name] += result
+    return totals
 
 
 def start_run(settings: Settings, cycle_id: str, run_id: str) -> datetime:
@@ -244,11 +279,15 @@ def load_report(settings: Settings, cycle_id: str, run_id: str | None = None) ->
     return max(reports, key=lambda r: r["finished_at"])
 
 
-def run_cycle(settings: Settings, cycle_id: str, run_id: str | None = None) -> dict:
+def run_cycle(
+    settings: Settings, cycle_id: str, run_id: str | None = None, send_notices: bool = True
+) -> dict:
     """Run every stage of one cycle in this process (what the DAG does, without Airflow)."""
     run_id = run_id or new_run_id()
     start_run(settings, cycle_id, run_id)
     stage(settings, cycle_id)
     issue(settings, cycle_id, run_id)
     archive_cycle(settings, cycle_id, run_id)
+    if send_notices:
+        notify_cycle(settings, cycle_id, run_id)
     return finalize_report(settings, cycle_id, run_id)

@@ -1,5 +1,6 @@
-"""Invoice cycle: stage the billing export, issue invoices, render and archive their PDFs (one
-mapped task per chunk), write the cycle manifest and the run report.
+"""Invoice cycle: stage the billing export, issue invoices, render and archive their PDFs and
+send the e-mail / SMS notices (each one mapped task per chunk), write the cycle manifest and the
+run report.
 
 Thin wiring only: every task builds settings from the environment and calls one function of
 `billing.pipeline`. Tasks pass small descriptors (cycle id, counts), never data or file paths.
@@ -8,11 +9,14 @@ Imports of the product happen inside the tasks, so parsing this file stays fast.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ARGS = {
     "owner": "billing-ops",
@@ -71,6 +75,11 @@ def _fail_fast():
             type=["null", "string"],
             description="Cycle to bill (folder under INVOICES_SOURCE_URL), e.g. 2026-11.",
         ),
+        "send_notices": Param(
+            None,
+            type=["null", "boolean"],
+            description="Send e-mail/SMS notices. Default: yes, except for backfill runs.",
+        ),
     },
 )
 def invoice_cycle():
@@ -112,6 +121,22 @@ def invoice_cycle():
         context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
         return pipeline.archive_chunk(_settings(), ref, context["run_id"]).archived
 
+    @task(map_index_template="{{ chunk_label }}")
+    def notify(chunk: dict) -> dict:
+        """Send the chunk's notices from the outbox; backfills send none unless asked."""
+        from billing import pipeline
+        from billing.model import ChunkRef
+
+        ref = ChunkRef.from_dict(chunk)
+        context = get_current_context()
+        context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
+        wanted = context["params"].get("send_notices")
+        if wanted is False or (wanted is None and context["dag_run"].run_type == "backfill"):
+            log.info("notices of chunk %s not sent: send_notices is off for this run", ref.chunk)
+            return {}
+        results = pipeline.notify_chunk(_settings(), ref, context["run_id"])
+        return {name: vars(result) for name, result in results.items()}
+
     @task
     def report(staged: dict) -> str:
         """Counts come from the ledger, so retried or re-run tasks are counted once."""
@@ -123,8 +148,10 @@ def invoice_cycle():
         return pipeline.report_key(result["cycle_id"], result["run_id"])
 
     staged = stage()
-    archived = render_archive.expand(chunk=issue(staged))
-    archived >> report(staged)
+    chunks = issue(staged)
+    archived = render_archive.expand(chunk=chunks)
+    notified = notify.expand(chunk=chunks)
+    archived >> notified >> report(staged)
 
 
 invoice_cycle()

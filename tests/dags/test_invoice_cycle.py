@@ -52,8 +52,8 @@ def test_dag_parses_fast_with_retries_and_tags(tmp_path):
     assert parsed["seconds"] < 2
     assert {"billing", "invoices"} <= set(parsed["tags"])
     assert all(r >= 2 for r in parsed["retries"])
-    assert parsed["params"] == ["cycle_id"]
-    assert {"stage", "issue", "render_archive", "report"} <= set(parsed["tasks"])
+    assert parsed["params"] == ["cycle_id", "send_notices"]
+    assert {"stage", "issue", "render_archive", "notify", "report"} <= set(parsed["tasks"])
 
 
 def make_run(home: Path, *args: str) -> subprocess.CompletedProcess:

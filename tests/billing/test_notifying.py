@@ -1,0 +1,82 @@
+"""The notify step sends from the outbox only: each (invoice, channel) once, whatever re-runs."""
+
+from __future__ import annotations
+
+import email
+import json
+
+import sqlalchemy as sa
+
+from billing import pipeline
+from storage.ledger import notices, open_ledger
+
+
+def outbox_rows(settings) -> list:
+    with open_ledger(settings.ledger_url).connect() as conn:
+        return conn.execute(sa.select(notices).order_by(notices.c.key)).all()
+
+
+def test_embedded_run_sends_each_notice_once_and_reports_it(settings_for):
+    settings = settings_for()
+    first = pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    rows = outbox_rows(settings)
+    emails = sorted((settings.home / "outbox" / "email").glob("*.eml"))
+    sms = [
+        json.loads(line)
+        for line in (settings.home / "outbox" / "sms.jsonl").read_text().splitlines()
+    ]
+    by_channel = {ch: [r for r in rows if r.channel == ch] for ch in ("email", "sms", "paper")}
+    assert len(emails) == len(by_channel["email"]) > 0
+    assert len(sms) == len(by_channel["sms"]) > 0
+    assert all(
+        r.status == "sent" and r.attempts == 1 for r in by_channel["email"] + by_channel["sms"]
+    )
+    assert first["notices"]["email"] == {"sent": len(emails), "failed": 0, "pending": 0}
+    assert first["notices"]["sms"] == {"sent": len(sms), "failed": 0, "pending": 0}
+
+    message = email.message_from_bytes(emails[0].read_bytes())
+    number = emails[0].name.split("_")[0]  # the file is named after the idempotency key
+    assert number in message["Subject"]
+    attachments = [p for p in message.walk() if p.get_content_type() == "application/pdf"]
+    assert attachments[0].get_filename() == f"{number}.pdf"
+    assert attachments[0].get_payload(decode=True).startswith(b"%PDF")
+    assert {len(m["text"]) <= 160 for m in sms} == {True}
+
+    again = pipeline.run_cycle(settings, "2026-11", run_id="run-2")
+    assert sorted((settings.home / "outbox" / "email").glob("*.eml")) == emails
+    assert len((settings.home / "outbox" / "sms.jsonl").read_text().splitlines()) == len(sms)
+    assert [(r.key, r.status, r.attempts) for r in outbox_rows(settings)] == [
+        (r.key, r.status, r.attempts) for r in rows
+    ]
+    assert again["notices"] == first["notices"]
+
+
+def test_a_run_that_does_not_send_leaves_notices_pending(settings_for):
+    settings = settings_for()
+    report = pipeline.run_cycle(settings, "2026-11", run_id="backfill-1", send_notices=False)
+    assert report["notices"]["email"]["sent"] == 0 and report["notices"]["email"]["pending"] > 0
+    assert not (settings.home / "outbox" / "email").exists()
+    assert {r.status for r in outbox_rows(settings)} == {"pending"}
+
+
+def test_a_notice_that_cannot_be_built_fails_alone(settings_for, monkeypatch):
+    import notifiers.sms
+
+    settings = settings_for()
+    pipeline.run_cycle(settings, "2026-11", run_id="run-1", send_notices=False)
+    real = notifiers.sms.render_sms
+    broken = {}
+
+    def render(invoice, supplier_name):
+        if not broken:
+            broken[invoice.number] = True
+            raise ValueError("supplier name does not fit one segment")
+        return real(invoice, supplier_name)
+
+    monkeypatch.setattr(notifiers.sms, "render_sms", render)
+    results = pipeline.notify_cycle(settings, "2026-11", "run-1")
+    rows = {r.key: r for r in outbox_rows(settings) if r.channel == "sms"}
+    [number] = broken
+    assert rows[f"{number}:sms"].status == "failed-permanent"
+    assert "does not fit" in rows[f"{number}:sms"].last_error
+    assert results["sms"].failed == 1 and results["sms"].sent == len(rows) - 1
