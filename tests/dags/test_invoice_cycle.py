@@ -102,9 +102,12 @@ def test_make_run_issues_the_sample_cycle_once(tmp_path):
         outbox = dict(
             conn.execute(sa.text("SELECT channel, count(*) FROM notices GROUP BY channel")).all()
         )
-    # nothing is sent yet: every notice is pending in the outbox, counted per channel
-    assert report["notices"]["email"] == {"sent": 0, "failed": 0, "pending": outbox["email"]}
-    assert report["notices"]["sms"] == {"sent": 0, "failed": 0, "pending": outbox["sms"]}
+    # every notice of the outbox was sent once, through the embedded file transports
+    assert report["notices"]["email"] == {"sent": outbox["email"], "failed": 0, "pending": 0}
+    assert report["notices"]["sms"] == {"sent": outbox["sms"], "failed": 0, "pending": 0}
+    emails = sorted((home / "outbox" / "email").glob("*.eml"))
+    sms_lines = (home / "outbox" / "sms.jsonl").read_text().splitlines()
+    assert (len(emails), len(sms_lines)) == (outbox["email"], outbox["sms"])
     assert report["paper_queued"] == outbox["paper"] and report["fallbacks"] == 2
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert len(rows) == report["invoices_issued"]
@@ -117,6 +120,9 @@ def test_make_run_issues_the_sample_cycle_once(tmp_path):
     assert (again["invoices_issued"], again["invoices_existing"]) == (0, report["invoices_issued"])
     assert (again["pdfs_archived"], again["pdfs_existing"]) == (0, report["pdfs_archived"])
     assert again["manifest"] == report["manifest"]
+    assert again["notices"] == report["notices"]
+    assert sorted((home / "outbox" / "email").glob("*.eml")) == emails
+    assert (home / "outbox" / "sms.jsonl").read_text().splitlines() == sms_lines
     assert again["totals"] == report["totals"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM invoices")).scalar() == len(rows)
