@@ -19,6 +19,7 @@ from billing.errors import InputError
 from billing.issuing import IssueResult, issue_invoices, register_cycle
 from billing.model import ChunkRef
 from billing.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
+from billing.printing import PrintResult, print_pending
 from billing.staging import (
     StagedCycle,
     load_staged,
@@ -129,6 +130,16 @@ def notify_cycle(settings: Settings, cycle_id: str, run_id: str) -> dict[str, No
         for name, result in notify_chunk(settings, ref, run_id).items():
             totals[name] += result
     return totals
+
+
+def print_cycle(settings: Settings, cycle_id: str, run_id: str) -> PrintResult:
+    """Put the cycle's paper invoices that are in no batch yet into a print batch."""
+    return print_pending(
+        open_ledger(settings.ledger_url),
+        open_archive(settings.archive_url, settings.s3_client),
+        cycle_id,
+        run_id,
+    )
 
 
 def start_run(settings: Settings, cycle_id: str, run_id: str) -> datetime:
@@ -290,4 +301,5 @@ def run_cycle(
     archive_cycle(settings, cycle_id, run_id)
     if send_notices:
         notify_cycle(settings, cycle_id, run_id)
+    print_cycle(settings, cycle_id, run_id)
     return finalize_report(settings, cycle_id, run_id)

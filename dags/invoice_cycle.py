@@ -1,6 +1,6 @@
 """Invoice cycle: stage the billing export, issue invoices, render and archive their PDFs and
-send the e-mail / SMS notices (each one mapped task per chunk), write the cycle manifest and the
-run report.
+send the e-mail / SMS notices (each one mapped task per chunk), put the paper invoices into a
+print batch, write the cycle manifest and the run report.
 
 Thin wiring only: every task builds settings from the environment and calls one function of
 `billing.pipeline`. Tasks pass small descriptors (cycle id, counts), never data or file paths.
@@ -138,6 +138,16 @@ def invoice_cycle():
         return {name: vars(result) for name, result in results.items()}
 
     @task
+    def print_batch(staged: dict) -> dict:
+        """The cycle's paper invoices not yet in a batch, merged by postal code, for the printer."""
+        from billing import pipeline
+
+        result = pipeline.print_cycle(
+            _settings(), staged["cycle_id"], get_current_context()["run_id"]
+        )
+        return {"queued": result.queued, "batch": result.batch}
+
+    @task
     def report(staged: dict) -> str:
         """Counts come from the ledger, so retried or re-run tasks are counted once."""
         from billing import pipeline
@@ -151,7 +161,7 @@ def invoice_cycle():
     chunks = issue(staged)
     archived = render_archive.expand(chunk=chunks)
     notified = notify.expand(chunk=chunks)
-    archived >> notified >> report(staged)
+    archived >> [notified, print_batch(staged)] >> report(staged)
 
 
 invoice_cycle()

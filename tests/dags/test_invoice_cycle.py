@@ -53,7 +53,9 @@ def test_dag_parses_fast_with_retries_and_tags(tmp_path):
     assert {"billing", "invoices"} <= set(parsed["tags"])
     assert all(r >= 2 for r in parsed["retries"])
     assert parsed["params"] == ["cycle_id", "send_notices"]
-    assert {"stage", "issue", "render_archive", "notify", "report"} <= set(parsed["tasks"])
+    assert {"stage", "issue", "render_archive", "notify", "print_batch", "report"} <= set(
+        parsed["tasks"]
+    )
 
 
 def make_run(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -108,6 +110,8 @@ def test_make_run_issues_the_sample_cycle_once(tmp_path):
     emails = sorted((home / "outbox" / "email").glob("*.eml"))
     sms_lines = (home / "outbox" / "sms.jsonl").read_text().splitlines()
     assert (len(emails), len(sms_lines)) == (outbox["email"], outbox["sms"])
+    batches = sorted((home / "archive" / "print" / "2026-11").iterdir())
+    assert [p.suffix for p in batches] == [".csv", ".pdf"]
     assert report["paper_queued"] == outbox["paper"] and report["fallbacks"] == 2
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert len(rows) == report["invoices_issued"]
@@ -123,6 +127,7 @@ def test_make_run_issues_the_sample_cycle_once(tmp_path):
     assert again["notices"] == report["notices"]
     assert sorted((home / "outbox" / "email").glob("*.eml")) == emails
     assert (home / "outbox" / "sms.jsonl").read_text().splitlines() == sms_lines
+    assert sorted((home / "archive" / "print" / "2026-11").iterdir()) == batches
     assert again["totals"] == report["totals"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM invoices")).scalar() == len(rows)
