@@ -181,6 +181,28 @@ def archive_lifecycle(
     typer.echo(json.dumps(rule, indent=2, default=str))
 
 
+notices_app = typer.Typer(help="The notice outbox of a cycle.", no_args_is_help=True)
+app.add_typer(notices_app, name="notices")
+
+
+@notices_app.command("resend")
+def notices_resend(
+    cycle_id: str = typer.Argument(..., help="Cycle id."),
+    channel: list[str] = typer.Option(["email", "sms"], "--channel", help="email and/or sms."),
+) -> None:
+    """Send the cycle's failed notices again (sent ones are never sent twice)."""
+    from billing import pipeline
+
+    unknown = set(channel) - set(pipeline.CHANNELS)
+    if unknown:
+        raise typer.BadParameter(f"unknown channel(s): {', '.join(sorted(unknown))}")
+    results = pipeline.resend_failed(
+        Settings.from_env(), cycle_id, pipeline.new_run_id("resend"), tuple(channel)
+    )
+    for name, result in results.items():
+        typer.echo(f"{name}: sent {result.sent}, failed {result.failed}, pending {result.pending}")
+
+
 def print_report(report: dict) -> None:
     """The run report as a table ops can read, then the path of the JSON."""
     table = Table(title=f"cycle {report['cycle_id']} - run {report['run_id']}", min_width=72)

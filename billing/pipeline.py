@@ -122,14 +122,33 @@ def notify_chunk(
     }
 
 
-def notify_cycle(settings: Settings, cycle_id: str, run_id: str) -> dict[str, NotifyResult]:
-    """Send every chunk's notices in this process."""
+def notify_cycle(
+    settings: Settings, cycle_id: str, run_id: str, channels: tuple[str, ...] = CHANNELS
+) -> dict[str, NotifyResult]:
+    """Send every chunk's unsent notices in this process."""
     staged = load_staged(open_store(settings.staging_url, settings.s3_client), cycle_id)
-    totals = {name: NotifyResult() for name in CHANNELS}
+    totals = {name: NotifyResult() for name in channels}
     for ref in staged.chunks:
-        for name, result in notify_chunk(settings, ref, run_id).items():
+        for name, result in notify_chunk(settings, ref, run_id, channels).items():
             totals[name] += result
     return totals
+
+
+def resend_failed(
+    settings: Settings, cycle_id: str, run_id: str, channels: tuple[str, ...] = CHANNELS
+) -> dict[str, NotifyResult]:
+    """Put the cycle's failed notices back in the outbox and send them; sent ones stay sent."""
+    with open_ledger(settings.ledger_url).begin() as conn:
+        conn.execute(
+            notices.update()
+            .where(
+                notices.c.cycle_id == cycle_id,
+                notices.c.channel.in_(channels),
+                notices.c.status.in_(("failed-permanent", "failed-retryable")),
+            )
+            .values(status="pending", updated_at=datetime.now(UTC))
+        )
+    return notify_cycle(settings, cycle_id, run_id, channels)
 
 
 def print_cycle(settings: Settings, cycle_id: str, run_id: str) -> PrintResult:
@@ -299,7 +318,7 @@ def run_cycle(
     stage(settings, cycle_id)
     issue(settings, cycle_id, run_id)
     archive_cycle(settings, cycle_id, run_id)
-    if send_notices:
+    if send_notices:  # paper is a message to the customer too
         notify_cycle(settings, cycle_id, run_id)
-    print_cycle(settings, cycle_id, run_id)
+        print_cycle(settings, cycle_id, run_id)
     return finalize_report(settings, cycle_id, run_id)

@@ -47,6 +47,13 @@ def _settings():
     return settings
 
 
+def _sends_notices(context) -> bool:
+    """Customers hear of a run's invoices (e-mail, SMS, paper) unless the send_notices param
+    says no; a backfill run sends nothing unless the param says yes."""
+    wanted = context["params"].get("send_notices")
+    return wanted if wanted is not None else context["dag_run"].run_type != "backfill"
+
+
 @contextmanager
 def _fail_fast():
     """Bad input or configuration will not mend itself: fail the task without retries."""
@@ -130,8 +137,7 @@ def invoice_cycle():
         ref = ChunkRef.from_dict(chunk)
         context = get_current_context()
         context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
-        wanted = context["params"].get("send_notices")
-        if wanted is False or (wanted is None and context["dag_run"].run_type == "backfill"):
+        if not _sends_notices(context):
             log.info("notices of chunk %s not sent: send_notices is off for this run", ref.chunk)
             return {}
         results = pipeline.notify_chunk(_settings(), ref, context["run_id"])
@@ -142,9 +148,11 @@ def invoice_cycle():
         """The cycle's paper invoices not yet in a batch, merged by postal code, for the printer."""
         from billing import pipeline
 
-        result = pipeline.print_cycle(
-            _settings(), staged["cycle_id"], get_current_context()["run_id"]
-        )
+        context = get_current_context()
+        if not _sends_notices(context):
+            log.info("no print batch: send_notices is off for this run")
+            return {"queued": 0, "batch": None}
+        result = pipeline.print_cycle(_settings(), staged["cycle_id"], context["run_id"])
         return {"queued": result.queued, "batch": result.batch}
 
     @task

@@ -80,3 +80,24 @@ def test_a_notice_that_cannot_be_built_fails_alone(settings_for, monkeypatch):
     assert rows[f"{number}:sms"].status == "failed-permanent"
     assert "does not fit" in rows[f"{number}:sms"].last_error
     assert results["sms"].failed == 1 and results["sms"].sent == len(rows) - 1
+
+
+def test_ops_can_resend_the_failed_notices_of_a_cycle(settings_for):
+    settings = settings_for()
+    pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    engine = open_ledger(settings.ledger_url)
+    failed = [r.key for r in outbox_rows(settings) if r.channel == "email"][:3]
+    with engine.begin() as conn:  # as if the relay had refused them
+        conn.execute(
+            notices.update()
+            .where(notices.c.key.in_(failed))
+            .values(status="failed-permanent", last_error="550")
+        )
+    for key in failed:
+        (settings.home / "outbox" / "email" / f"{key.replace(':', '_')}.eml").unlink()
+    results = pipeline.resend_failed(settings, "2026-11", "resend-1", ("email",))
+    assert (results["email"].sent, results["email"].failed) == (3, 0)
+    rows = {r.key: r for r in outbox_rows(settings)}
+    assert all(rows[k].status == "sent" and rows[k].attempts == 2 for k in failed)
+    again = pipeline.resend_failed(settings, "2026-11", "resend-2", ("email",))
+    assert again["email"].sent == 0  # nothing failed any more: nothing is sent twice
