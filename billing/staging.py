@@ -337,50 +337,17 @@ def stage_cycle(
         customer_spill = _Spill(folder, "customers", buckets)
         charge_spill = _Spill(folder, "charges", buckets)
 
-        anonymous = 0  # customer rows without a usable id: quarantined, counted as customers
-        validator = CustomerValidator(customers_file)
-        for row, raw in iter_rows(
-            source, customers_key, REQUIRED_CUSTOMER_COLUMNS, CUSTOMER_COLUMNS
-        ):
-            if raw is None:
-                quarantine.add(
-                    Problem(customers_file, row, "", "*", "malformed_row", "wrong number of fields")
-                )
-                continue
-            customer, problems = validator.validate(row, raw)
-            for problem in problems:
-                quarantine.add(problem)
-            cid = customer.customer_id if customer else problems[0].customer_id
-            if not cid:
-                anonymous += 1
-                continue
-            bucket = bucket_of(cid, buckets)
-            if customer is None:
-                customer_spill.add(bucket, ["Q", str(row), cid])
-            else:
-                customer_spill.add(bucket, ["V", *_customer_values(customer, row)])
-        customer_spill.flush()
-
-        charge_count = 0
-        validator = ChargeValidator(charges_file, cycle)
-        for row, raw in iter_rows(source, charges_key, REQUIRED_CHARGE_COLUMNS, CHARGE_COLUMNS):
-            charge_count += 1
-            if raw is None:
-                quarantine.add(
-                    Problem(charges_file, row, "", "*", "malformed_row", "wrong number of fields")
-                )
-                continue
-            charge, problems = validator.validate(row, raw)
-            for problem in problems:
-                quarantine.add(problem)
-            cid = charge.customer_id if charge else problems[0].customer_id
-            if not cid:
-                continue
-            if charge is None:
-                charge_spill.add(bucket_of(cid, buckets), ["Q", str(row), cid])
-            else:
-                charge_spill.add(bucket_of(cid, buckets), ["V", *_charge_values(charge)])
-        charge_spill.flush()
+        # customer rows without a usable id are quarantined, and counted as customers
+        _, anonymous = _spill_table(
+            iter_rows(source, customers_key, REQUIRED_CUSTOMER_COLUMNS, CUSTOMER_COLUMNS),
+            CustomerValidator(customers_file).validate,
+            customers_file, customer_spill, quarantine, _customer_values,
+        )  # fmt: skip
+        charge_count, _ = _spill_table(
+            iter_rows(source, charges_key, REQUIRED_CHARGE_COLUMNS, CHARGE_COLUMNS),
+            ChargeValidator(charges_file, cycle).validate,
+            charges_file, charge_spill, quarantine, _charge_values,
+        )  # fmt: skip
 
         staging.delete_prefix(cycle_id)
         chunks = []
@@ -411,6 +378,30 @@ def stage_cycle(
     return staged
 
 
+def _spill_table(rows, validate, file, spill: _Spill, quarantine: _Quarantine, values_of):
+    """One streaming pass over a table: validate each row, report its problems, and spill it
+    (or, when invalid, just its id) to its customer's bucket. Returns (rows read, rows without
+    a usable customer id)."""
+    count = anonymous = 0
+    for row, raw in rows:
+        count += 1
+        if raw is None:
+            quarantine.add(Problem(file, row, "", "*", "malformed_row", "wrong number of fields"))
+            anonymous += 1
+            continue
+        value, problems = validate(row, raw)
+        for problem in problems:
+            quarantine.add(problem)
+        cid = value.customer_id if value else problems[0].customer_id
+        if not cid:
+            anonymous += 1
+            continue
+        record = ["V", *values_of(value, row)] if value else ["Q", str(row), cid]
+        spill.add(bucket_of(cid, len(spill.paths)), record)
+    spill.flush()
+    return count, anonymous
+
+
 def load_staged(staging: BlobStore, cycle_id: str) -> StagedCycle:
     """The result of an earlier `stage_cycle`."""
     try:
@@ -432,7 +423,7 @@ def _customer_values(customer: Customer, row: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _charge_values(charge: Charge) -> list[str]:
+def _charge_values(charge: Charge, row: int) -> list[str]:
     return [
         charge.customer_id, str(charge.row), charge.description, str(charge.quantity),
         str(charge.unit_price), str(charge.vat_rate),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from billing.errors import ArchiveConflictError
+from storage.blobs import clean_key, write_temp_beside
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,10 @@ class LocalArchive:
         self.url = str(self.root)
 
     def _path(self, key: str) -> Path:
-        parts = [p for p in key.split("/") if p]
-        if not parts or any(p in (".", "..") for p in parts):
-            raise ValueError(f"invalid archive key {key!r}")
-        return self.root.joinpath(*parts)
+        try:
+            return self.root / clean_key(key)
+        except ValueError:
+            raise ValueError(f"invalid archive key {key!r}") from None
 
     def put_once(self, key: str, data: bytes, retain_until: date | None = None) -> StoredObject:
         path = self._path(key)
@@ -89,14 +89,8 @@ class LocalArchive:
         existing = self.head(key)
         if existing is not None:
             return self._same_or_conflict(existing, stored)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        tmp = write_temp_beside(path, data, mode=0o444)
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o444)
             try:
                 os.link(tmp, path)  # fails if another writer got there first: never overwrite
             except FileExistsError:
@@ -109,11 +103,7 @@ class LocalArchive:
     def replace(self, key: str, data: bytes) -> StoredObject:
         """Write `key` whatever it holds: only for run reports, never for invoices or manifests."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
+        os.replace(write_temp_beside(path, data), path)
         return StoredObject(key, len(data), sha256_hex(data))
 
     @staticmethod

@@ -40,7 +40,25 @@ def open_store(url: str, s3_client=None) -> BlobStore:
     return LocalStore(Path(url))
 
 
-def _clean_key(key: str) -> str:
+def write_temp_beside(path: Path, data: bytes, mode: int | None = None) -> str:
+    """Write `data` to a new temporary file in `path`'s folder, flushed to disk (so a rename or
+    link of it is atomic and durable); returns its name. The caller renames or removes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def clean_key(key: str) -> str:
     parts = [p for p in key.split("/") if p]
     if any(p in (".", "..") for p in parts) or not parts:
         raise ValueError(f"invalid object key {key!r}")
@@ -55,7 +73,7 @@ class LocalStore:
         self.url = str(self.root)
 
     def path(self, key: str) -> Path:
-        return self.root / _clean_key(key)
+        return self.root / clean_key(key)
 
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
@@ -72,13 +90,8 @@ class LocalStore:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        tmp = write_temp_beside(path, data)
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -97,7 +110,7 @@ class LocalStore:
                 yield path.relative_to(self.root).as_posix()
 
     def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self.root / _clean_key(prefix), ignore_errors=True)
+        shutil.rmtree(self.root / clean_key(prefix), ignore_errors=True)
 
     def describe(self, key: str) -> str:
         return str(self.path(key))
@@ -119,7 +132,7 @@ class S3Store:
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
 
     def object_key(self, key: str) -> str:
-        key = _clean_key(key)
+        key = clean_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def read_bytes(self, key: str) -> bytes:

@@ -161,6 +161,7 @@ def test_malformed_and_multiline_records_keep_their_line_numbers(tmp_path):
     }
     items = read_chunk(staging, staged.chunks[0])
     assert [(c.customer_id, c.name) for c, _ in items] == [("C1", "Ana Maria"), ("C3", "Ion")]
+    assert (staged.customers, staged.quarantined_customers, staged.quarantined_rows) == (3, 1, 2)
 
 
 def test_bytes_that_are_not_utf8_cost_only_their_row(tmp_path):
