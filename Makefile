@@ -51,6 +51,7 @@ bench: install
 		&& apt-get install -y -qq libpango-1.0-0 libpangoft2-1.0-0 >/dev/null; } || true
 	$(BIN)/python -m renderers.bench
 	$(BIN)/python -m storage.bench
+	$(BIN)/python -m notifiers.bench
 	$(BIN)/python -m billing.bench $(BENCH_ARGS)
 
 # Re-pin every package after changing dependencies in pyproject.toml.

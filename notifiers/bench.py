@@ -1,0 +1,106 @@
+"""E-mail throughput: messages per second with the reference invoice PDF attached, to a local
+aiosmtpd server on 127.0.0.1, through one connection and through a pool of connections, with
+and without a delay in the server's reply (what a real relay's latency looks like).
+
+    python -m notifiers.bench [--messages N] [--pool P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+import time
+
+from aiosmtpd.controller import Controller
+from rich.console import Console
+from rich.table import Table
+
+from notifiers.delivery import Outgoing
+from notifiers.email import EmailNotifier
+
+
+class _Sink:
+    """Accepts every message after `delay` seconds (a relay's latency) and counts it."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.accepted = 0
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.accepted += 1
+        return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _messages(count: int, pdf: bytes) -> list[Outgoing]:
+    return [
+        Outgoing(
+            f"BENCH{i:08d}:email",
+            f"client{i}@example.ro",
+            f"Factura BENCH{i:08d}",
+            "Factura este atașată.",
+            "<p>Factura este atașată.</p>",
+            (f"BENCH{i:08d}.pdf", pdf),
+        )  # fmt: skip
+        for i in range(count)
+    ]
+
+
+def rate(count: int, pool: int, delay: float, pdf: bytes) -> float:
+    """Messages per second for `count` messages through `pool` connections."""
+    sink = _Sink(delay)
+    controller = Controller(sink, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    try:
+        notifier = EmailNotifier("127.0.0.1", controller.port, pool_size=pool, timeout=30)
+        started = time.perf_counter()
+        results = notifier.send(_messages(count, pdf))
+        elapsed = time.perf_counter() - started
+    finally:
+        controller.stop()
+    if sum(r.sent for r in results) != count or sink.accepted != count:
+        raise RuntimeError(f"only {sink.accepted} of {count} messages arrived")
+    return count / elapsed
+
+
+def bench(count: int, pool: int) -> Table:
+    from renderers.pdf import render_invoice
+    from renderers.sample_page import sample_invoice
+    from renderers.supplier import load_supplier
+
+    pdf = render_invoice(sample_invoice(), load_supplier())
+    table = Table(
+        title=f"E-mail with the {len(pdf) / 1000:.1f} KB invoice PDF attached, {count} messages"
+    )
+    for column in ("server reply delay", "connections", "messages/s", "vs one connection"):
+        table.add_column(column, justify="right")
+    for delay in (0.0, 0.02):
+        single = rate(count, 1, delay, pdf)
+        pooled = rate(count, pool, delay, pdf)
+        label = f"{delay * 1000:.0f} ms"
+        table.add_row(label, "1", f"{single:,.0f}", "(baseline)")
+        table.add_row(label, str(pool), f"{pooled:,.0f}", f"{pooled / single:.2f}x")
+    table.caption = f"os.cpu_count() = {os.cpu_count()}; the server runs in this process"
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m notifiers.bench", description=__doc__)
+    parser.add_argument("--messages", type=int, default=300)
+    parser.add_argument("--pool", type=int, default=4)
+    args = parser.parse_args(argv)
+    Console(width=None if sys.stdout.isatty() else 120).print(bench(args.messages, args.pool))
+
+
+if __name__ == "__main__":
+    main()
