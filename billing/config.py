@@ -38,6 +38,7 @@ class Settings:
     supplier_file: Path = CHECKOUT / "renderers" / "supplier.json"
     retention_years: int = 10
     link_expiry_seconds: int = 900
+    notify_lease_seconds: int = 600
     # A ready boto3 S3 client (e.g. from an Airflow AWS connection); None: boto3's own settings.
     s3_client: object = field(default=None, repr=False, compare=False)
 
@@ -80,17 +81,20 @@ class Settings:
             link_expiry_seconds=_positive_int(
                 get("INVOICES_LINK_EXPIRY_SECONDS", "900"), "INVOICES_LINK_EXPIRY_SECONDS"
             ),
+            notify_lease_seconds=_positive_int(
+                get("INVOICES_NOTIFY_LEASE_SECONDS", "600"), "INVOICES_NOTIFY_LEASE_SECONDS", 0
+            ),
             supplier_file=Path(
                 get("INVOICES_SUPPLIER_FILE", str(CHECKOUT / "renderers" / "supplier.json"))
             ),
         )
 
 
-def _positive_int(value: str, name: str) -> int:
+def _positive_int(value: str, name: str, minimum: int = 1) -> int:
     try:
         number = int(value)
     except ValueError:
         raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
-    if number <= 0:
-        raise ConfigurationError(f"{name} must be positive, not {number}")
+    if number < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, not {number}")
     return number

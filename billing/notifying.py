@@ -3,8 +3,10 @@
 Each notice moves pending -> sending -> sent / failed-retryable / failed-permanent. A small batch
 (the size of the sending pool) is claimed in one commit, sent, and its results recorded in the
 next, so a re-run, a retry or a crash never sends a recorded notice again and never loses one:
-after a hard crash only the claimed batch is uncertain; it is sent again with the same
-idempotency key (the e-mail Message-ID is derived from it, so receivers can drop a duplicate).
+after a hard crash only the claimed batch is uncertain: once its lease runs out it is sent again
+with the same idempotency key (the e-mail Message-ID is derived from it, so receivers can drop a
+duplicate). Each claim carries a token, so two notify runs at once never send the same notice
+and a run that lost its claim cannot overwrite another's result.
 A notice that cannot be built (e.g. an SMS text that cannot fit one segment) fails for good,
 recorded with its reason, without holding up the others.
 A notice already sent is never selected again.
@@ -12,9 +14,10 @@ A notice already sent is never selected again.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -27,6 +30,7 @@ from storage.invoices import load_invoices
 from storage.ledger import invoice_documents, invoices, notices
 
 SENDABLE = ("pending", "sending", "failed-retryable")
+DEFAULT_LEASE = timedelta(minutes=10)  # how long a notify run may hold a notice it is sending
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ def notify_invoices(
     channel: Channel,
     run_id: str,
     keys: Sequence[str] | None = None,
+    lease: timedelta = DEFAULT_LEASE,
 ) -> NotifyResult:
     """Send the cycle's unsent notices on `channel` for these customers (or only `keys`)."""
     query = (
@@ -116,27 +121,53 @@ def notify_invoices(
                 messages.append(channel.build(by_number[notice.number], notice.recipient, pdf))
             except (ValueError, InvoicePipelineError) as exc:  # this notice can never be sent
                 unusable.append(DeliveryResult(notice.key, "failed-permanent", error=str(exc)))
-        _claim(engine, [m.key for m in messages] + [r.key for r in unusable])
-        result += _record(engine, channel.notifier.send(messages) + unusable, run_id)
+        token = uuid.uuid4().hex
+        claimed = _claim(
+            engine, [m.key for m in messages] + [r.key for r in unusable], token, lease
+        )
+        results = channel.notifier.send([m for m in messages if m.key in claimed])
+        results += [r for r in unusable if r.key in claimed]
+        result += _record(engine, results, run_id, token)
     return result
 
 
-def _claim(engine: Engine, keys: list[str]) -> None:
+def _claim(engine: Engine, keys: list[str], token: str, lease: timedelta) -> set[str]:
+    """Take the notices that no other notify run holds; returns the keys this run now holds.
+
+    A notice "sending" for longer than `lease` is taken over: its run died mid-send (it may
+    have been delivered, and is sent again with the same key). One UPDATE decides, so two runs
+    at once never both hold a notice."""
+    now = datetime.now(UTC)
+    free = notices.c.status.in_(("pending", "failed-retryable"))
+    abandoned = sa.and_(notices.c.status == "sending", notices.c.updated_at < now - lease)
     with engine.begin() as conn:
         conn.execute(
             notices.update()
-            .where(notices.c.key.in_(keys), notices.c.status.in_(SENDABLE))
-            .values(status="sending", attempts=notices.c.attempts + 1, updated_at=datetime.now(UTC))
-        )
+            .where(notices.c.key.in_(keys), sa.or_(free, abandoned))
+            .values(
+                status="sending", claim_token=token, attempts=notices.c.attempts + 1,
+                updated_at=now,
+            )
+        )  # fmt: skip
+        return set(
+            conn.execute(
+                sa.select(notices.c.key).where(
+                    notices.c.key.in_(keys), notices.c.claim_token == token,
+                    notices.c.status == "sending",
+                )
+            ).scalars()
+        )  # fmt: skip
 
 
-def _record(engine: Engine, results: list[DeliveryResult], run_id: str) -> NotifyResult:
+def _record(engine: Engine, results: list[DeliveryResult], run_id: str, token: str) -> NotifyResult:
+    """Record the results of the notices this run holds (a run that lost its claim records
+    nothing, so it can never turn a sent notice back)."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
         for r in results:
             conn.execute(
                 notices.update()
-                .where(notices.c.key == r.key)
+                .where(notices.c.key == r.key, notices.c.claim_token == token)
                 .values(
                     status=r.status, last_error=r.error[:2000], provider_message_id=r.provider_message_id,
                     updated_at=now, sent_at=now if r.sent else None, run_id=run_id,

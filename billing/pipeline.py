@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -116,8 +116,11 @@ def notify_chunk(
         "email": lambda: email_channel(email_notifier(settings), supplier),
         "sms": lambda: sms_channel(SmsNotifier.from_settings(settings), supplier),
     }
+    lease = timedelta(seconds=settings.notify_lease_seconds)
     return {
-        name: notify_invoices(engine, archive, ref.cycle_id, customer_ids, builders[name](), run_id)
+        name: notify_invoices(
+            engine, archive, ref.cycle_id, customer_ids, builders[name](), run_id, lease=lease
+        )
         for name in channels
     }
 

@@ -101,3 +101,51 @@ def test_ops_can_resend_the_failed_notices_of_a_cycle(settings_for):
     assert all(rows[k].status == "sent" and rows[k].attempts == 2 for k in failed)
     again = pipeline.resend_failed(settings, "2026-11", "resend-2", ("email",))
     assert again["email"].sent == 0  # nothing failed any more: nothing is sent twice
+
+
+def test_two_notify_runs_at_once_never_send_a_notice_twice(settings_for):
+    import threading
+    import time
+    from collections import Counter
+
+    from billing.notifying import Channel, notify_invoices
+    from billing.staging import read_chunk_customer_ids
+    from notifiers.delivery import DeliveryResult, Outgoing
+    from storage.archive import open_archive
+    from storage.blobs import open_store
+
+    settings = settings_for(chunk_size=1000)
+    pipeline.run_cycle(settings, "2026-11", run_id="run-1", send_notices=False)
+    sent: Counter = Counter()
+    lock = threading.Lock()
+
+    class SlowRecorder:
+        def send(self, messages):
+            time.sleep(0.01)  # keep both runs in flight at the same time
+            with lock:
+                sent.update(m.key for m in messages)
+            return [DeliveryResult(m.key, "sent", provider_message_id=m.key) for m in messages]
+
+    channel = Channel(
+        "email",
+        SlowRecorder(),
+        lambda inv, to, pdf: Outgoing(f"{inv.number}:email", to, "s", "t"),
+        batch=5,
+    )
+    staging = open_store(settings.staging_url)
+    [ref] = pipeline.load_staged(staging, "2026-11").chunks
+    ids = read_chunk_customer_ids(staging, ref)
+    engine, archive = open_ledger(settings.ledger_url), open_archive(settings.archive_url)
+    runs = [
+        threading.Thread(
+            target=notify_invoices, args=(engine, archive, "2026-11", ids, channel, f"run-{n}")
+        )
+        for n in (2, 3)
+    ]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=120)
+    email_keys = {r.key for r in outbox_rows(settings) if r.channel == "email"}
+    assert set(sent) == email_keys and set(sent.values()) == {1}
+    assert {r.status for r in outbox_rows(settings) if r.channel == "email"} == {"sent"}
