@@ -39,6 +39,7 @@ class Settings:
     retention_years: int = 10
     link_expiry_seconds: int = 900
     notify_lease_seconds: int = 600
+    mail_link_url: str = ""  # set: e-mails link to this self-service page instead of attaching
     # A ready boto3 S3 client (e.g. from an Airflow AWS connection); None: boto3's own settings.
     s3_client: object = field(default=None, repr=False, compare=False)
 
@@ -84,6 +85,7 @@ class Settings:
             notify_lease_seconds=_positive_int(
                 get("INVOICES_NOTIFY_LEASE_SECONDS", "600"), "INVOICES_NOTIFY_LEASE_SECONDS", 0
             ),
+            mail_link_url=get("INVOICES_MAIL_LINK_URL"),
             supplier_file=Path(
                 get("INVOICES_SUPPLIER_FILE", str(CHECKOUT / "renderers" / "supplier.json"))
             ),

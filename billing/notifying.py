@@ -59,16 +59,19 @@ class Channel:
 
 
 def email_channel(
-    notifier: Notifier, supplier: Supplier, attach_pdf: bool = True, batch: int = 8
+    notifier: Notifier, supplier: Supplier, link_base: str | None = None, batch: int = 100
 ) -> Channel:
+    """E-mail with the PDF attached; with `link_base` (the self-service page's address), a
+    link to it instead of the attachment."""
     from renderers.messages import render_email
 
     def build(invoice: IssuedInvoice, recipient: str, pdf: bytes | None) -> Outgoing:
-        subject, text, html = render_email(invoice, supplier)
+        link = f"{link_base.rstrip('/')}/?invoice={invoice.number}" if link_base else None
+        subject, text, html = render_email(invoice, supplier, link)
         attachment = (f"{invoice.number}.pdf", pdf) if pdf is not None else None
         return Outgoing(f"{invoice.number}:email", recipient, subject, text, html, attachment)
 
-    return Channel("email", notifier, build, batch, needs_pdf=attach_pdf)
+    return Channel("email", notifier, build, batch, needs_pdf=not link_base)
 
 
 def sms_channel(notifier: Notifier, supplier: Supplier, batch: int = 50) -> Channel:

@@ -113,7 +113,9 @@ def notify_chunk(
         open_store(settings.staging_url, settings.s3_client), ref
     )
     builders = {
-        "email": lambda: email_channel(email_notifier(settings), supplier),
+        "email": lambda: email_channel(
+            email_notifier(settings), supplier, settings.mail_link_url or None
+        ),
         "sms": lambda: sms_channel(SmsNotifier.from_settings(settings), supplier),
     }
     lease = timedelta(seconds=settings.notify_lease_seconds)

@@ -149,3 +149,15 @@ def test_two_notify_runs_at_once_never_send_a_notice_twice(settings_for):
     email_keys = {r.key for r in outbox_rows(settings) if r.channel == "email"}
     assert set(sent) == email_keys and set(sent.values()) == {1}
     assert {r.status for r in outbox_rows(settings) if r.channel == "email"} == {"sent"}
+
+
+def test_emails_can_link_to_the_self_service_page_instead_of_attaching(settings_for):
+    settings = settings_for(mail_link_url="https://contul-meu.example.ro/facturi")
+    pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    first = sorted((settings.home / "outbox" / "email").glob("*.eml"))[0]
+    message = email.message_from_bytes(first.read_bytes())
+    number = first.name.split("_")[0]
+    assert not [p for p in message.walk() if p.get_content_type() == "application/pdf"]
+    plain = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    text = plain.get_payload(decode=True).decode("utf-8")
+    assert f"https://contul-meu.example.ro/facturi/?invoice={number}" in text
