@@ -1,10 +1,14 @@
-"""With INVOICES_AWS_CONN_ID, the DAG's tasks reach S3 through that Airflow connection."""
+"""Run-time rules of the DAG's tasks: S3 through an Airflow connection when INVOICES_AWS_CONN_ID
+names one, and which runs send notices."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from storage.archive import open_archive
 
@@ -38,3 +42,25 @@ def test_s3_client_comes_from_the_airflow_connection(s3_bucket, monkeypatch, tmp
         client.get_object(Bucket=bucket, Key="via-connection/" + stored.key)["Body"].read()
         == b"%PDF-1.7 test"
     )
+
+
+def load_dag_module():
+    spec = importlib.util.spec_from_file_location("invoice_cycle_dag_rules", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("run_type", "param", "sends"),
+    [
+        pytest.param("scheduled", None, True, id="scheduled"),
+        pytest.param("manual", None, True, id="manual"),
+        pytest.param("backfill", None, False, id="backfill-sends-nothing"),
+        pytest.param("backfill", True, True, id="backfill-asked-to-send"),
+        pytest.param("scheduled", False, False, id="switched-off"),
+    ],
+)
+def test_backfill_runs_send_no_notices_unless_asked(run_type, param, sends):
+    context = {"params": {"send_notices": param}, "dag_run": SimpleNamespace(run_type=run_type)}
+    assert load_dag_module()._sends_notices(context) is sends
