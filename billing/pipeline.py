@@ -1,4 +1,5 @@
-"""The stages of one cycle run as plain functions: stage, issue, report.
+"""The stages of one cycle run as plain functions: stage, issue, archive (render + store), notify,
+print, and the report with the cycle manifest; plus resending failed notices.
 
 Each takes the settings and small values (cycle id, run id, chunk descriptors) and returns small
 values, so an orchestrator (the Airflow DAG, or `invoices run`) can call them from any worker.
