@@ -209,8 +209,8 @@ def one_connection(settings):
 
 notifiers.email.email_notifier = one_connection
 email_channel = billing.pipeline.email_channel
-billing.pipeline.email_channel = lambda notifier, supplier: email_channel(
-    notifier, supplier, batch=1
+billing.pipeline.email_channel = lambda notifier, supplier, link_base=None: email_channel(
+    notifier, supplier, link_base, batch=1
 )
 print(billing.pipeline.notify_cycle(Settings.from_env(), sys.argv[1], sys.argv[2]), flush=True)
 """
