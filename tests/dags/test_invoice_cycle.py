@@ -28,20 +28,35 @@ def airflow_env(home: Path) -> dict[str, str]:
 
 
 PARSE = """
-import json, time
+import json
+from airflow.sdk import BaseHook
+from airflow.sdk.definitions.connection import Connection
+
+looked_up = []
+def refuse(*args, **kwargs):
+    looked_up.append(args[-1] if args else kwargs)
+    raise RuntimeError("connection lookup while parsing")
+BaseHook.get_connection = classmethod(refuse)
+Connection.get = classmethod(refuse)
+
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder={folder!r})
-dag = bag.dags["invoice_cycle"]
 print(json.dumps({{
     "errors": {{k: str(v) for k, v in bag.import_errors.items()}},
-    "seconds": max(s.duration.total_seconds() for s in bag.dagbag_stats),
-    "tags": sorted(dag.tags), "retries": [t.retries for t in dag.tasks],
-    "params": list(dag.params.keys()), "tasks": sorted(t.task_id for t in dag.tasks),
+    "seconds": {{s.file: s.duration.total_seconds() for s in bag.dagbag_stats}},
+    "lookups": [str(x) for x in looked_up],
+    "dags": {{
+        dag_id: {{
+            "tags": sorted(dag.tags), "retries": [t.retries for t in dag.tasks],
+            "params": list(dag.params.keys()), "tasks": sorted(t.task_id for t in dag.tasks),
+        }}
+        for dag_id, dag in bag.dags.items()
+    }},
 }}))
 """
 
 
-def test_dag_parses_fast_with_retries_and_tags(tmp_path):
+def test_every_dag_parses_fast_without_connections_with_retries_and_tags(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", PARSE.format(folder=str(REPO / "dags"))],
         env=airflow_env(tmp_path), capture_output=True, text=True, timeout=120,
@@ -49,12 +64,17 @@ def test_dag_parses_fast_with_retries_and_tags(tmp_path):
     assert done.returncode == 0, done.stderr
     parsed = json.loads(done.stdout.strip().splitlines()[-1])
     assert parsed["errors"] == {}
-    assert parsed["seconds"] < 2
-    assert {"billing", "invoices"} <= set(parsed["tags"])
-    assert all(r >= 2 for r in parsed["retries"])
-    assert parsed["params"] == ["cycle_id", "send_notices"]
+    assert parsed["lookups"] == []
+    assert len(parsed["seconds"]) == 3 and max(parsed["seconds"].values()) < 2
+    assert set(parsed["dags"]) == {"invoice_cycle", "invoice_resend_failed", "invoice_audit_verify"}
+    for dag in parsed["dags"].values():
+        assert {"billing", "invoices"} <= set(dag["tags"])
+        assert all(r >= 1 for r in dag["retries"])
+    cycle = parsed["dags"]["invoice_cycle"]
+    assert all(r >= 2 for r in cycle["retries"])
+    assert cycle["params"] == ["cycle_id", "send_notices"]
     assert {"stage", "issue", "render_archive", "notify", "print_batch", "report"} <= set(
-        parsed["tasks"]
+        cycle["tasks"]
     )
 
 
@@ -131,6 +151,30 @@ def test_make_run_issues_the_sample_cycle_once(tmp_path):
     assert again["totals"] == report["totals"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM invoices")).scalar() == len(rows)
+
+
+def dags_test(home: Path, dag_id: str, conf: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "airflow"), "dags", "test", dag_id, "--conf", json.dumps(conf)],
+        cwd=REPO, env=airflow_env(home), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ops_and_audit_dags_wrap_the_cli_functions(tmp_path):
+    home = tmp_path / "home"
+    assert make_run(home).returncode == 0
+    verified = dags_test(home, "invoice_audit_verify", {"cycle_id": "2026-11"})
+    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+    resent = dags_test(home, "invoice_resend_failed", {"cycle_id": "2026-11"})
+    assert resent.returncode == 0, resent.stdout[-2000:] + resent.stderr[-2000:]
+
+    pdf = next((home / "archive" / "invoices").rglob("*.pdf"))
+    pdf.chmod(0o644)
+    pdf.write_bytes(pdf.read_bytes() + b"%tampered")
+    failed = dags_test(home, "invoice_audit_verify", {"cycle_id": "2026-11"})
+    assert failed.returncode != 0
+    assert f"{pdf.relative_to(home / 'archive')}" in failed.stdout + failed.stderr
 
 
 @pytest.mark.slow
