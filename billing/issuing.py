@@ -23,6 +23,7 @@ from billing.errors import CycleConflictError
 from billing.model import Charge, Customer, Cycle
 from billing.money import compute_totals, line_net
 from notifiers.routing import recipient, route
+from storage.invoices import customer_snapshot
 from storage.ledger import cycles, invoice_lines, invoice_vat, invoices, notices, series_counters
 
 NUMBER_DIGITS = 8
@@ -170,35 +171,17 @@ def _invoice_rows(
     vats = [
         {"number": number, "rate": s.rate, "base": s.base, "vat": s.vat} for s in totals.by_rate
     ]
-    a, p = customer.address, customer.paper_address
     invoice = {
         "number": number,
         "series": cycle.series,
         "seq": seq,
         "cycle_id": cycle.cycle_id,
-        "customer_id": customer.customer_id,
         "issue_date": cycle.issue_date,
         "due_date": cycle.due_date,
         "period_start": cycle.period_start,
         "period_end": cycle.period_end,
         "currency": cycle.currency,
-        "customer_name": customer.name,
-        "customer_tax_id": customer.tax_id,
-        "street": a.street,
-        "city": a.city,
-        "county": a.county,
-        "postal_code": a.postal_code,
-        "country": a.country,
-        "phone": customer.phone,
-        "email": customer.email,
-        "language": customer.language,
-        "delivery": customer.delivery,
-        "notify": customer.notify,
-        "paper_street": p.street if p else "",
-        "paper_city": p.city if p else "",
-        "paper_county": p.county if p else "",
-        "paper_postal_code": p.postal_code if p else "",
-        "contact_flags": ",".join(customer.contact_flags),
+        **customer_snapshot(customer),
         "net_total": totals.net,
         "vat_total": totals.vat,
         "total": totals.gross,

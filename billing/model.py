@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -50,6 +51,43 @@ class Customer:
     def mailing_address(self) -> Address:
         """Where a paper invoice goes: the paper address when given, else the billing address."""
         return self.paper_address or self.address
+
+
+CUSTOMER_FIELDS = (
+    "customer_id", "name", "tax_id", "street", "city", "county", "postal_code", "country",
+    "phone", "email", "language", "delivery", "notify", "paper_street", "paper_city",
+    "paper_county", "paper_postal_code", "contact_flags",
+)  # fmt: skip
+
+
+def customer_to_row(customer: Customer) -> dict[str, str]:
+    """The customer as flat text fields (CUSTOMER_FIELDS), as staging and the ledger keep it."""
+    a, p = customer.address, customer.paper_address
+    return {
+        "customer_id": customer.customer_id, "name": customer.name, "tax_id": customer.tax_id,
+        "street": a.street, "city": a.city, "county": a.county, "postal_code": a.postal_code,
+        "country": a.country, "phone": customer.phone, "email": customer.email,
+        "language": customer.language, "delivery": customer.delivery, "notify": customer.notify,
+        "paper_street": p.street if p else "", "paper_city": p.city if p else "",
+        "paper_county": p.county if p else "", "paper_postal_code": p.postal_code if p else "",
+        "contact_flags": ",".join(customer.contact_flags),
+    }  # fmt: skip
+
+
+def customer_from_row(row: Mapping[str, str]) -> Customer:
+    """The inverse of `customer_to_row` (a paper address is always Romanian)."""
+    paper = None
+    if row["paper_street"]:
+        paper = Address(
+            row["paper_street"], row["paper_city"], row["paper_county"], row["paper_postal_code"]
+        )
+    return Customer(
+        customer_id=row["customer_id"], name=row["name"], tax_id=row["tax_id"],
+        address=Address(row["street"], row["city"], row["county"], row["postal_code"], row["country"]),
+        phone=row["phone"], email=row["email"], language=row["language"],
+        delivery=row["delivery"], notify=row["notify"], paper_address=paper,
+        contact_flags=tuple(f for f in row["contact_flags"].split(",") if f),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

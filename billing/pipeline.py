@@ -56,6 +56,11 @@ def stage(settings: Settings, cycle_id: str) -> StagedCycle:
     return staged
 
 
+def staged_chunks(settings: Settings, cycle_id: str) -> tuple[ChunkRef, ...]:
+    """The chunks an earlier `stage` made of the cycle."""
+    return load_staged(open_store(settings.staging_url, settings.s3_client), cycle_id).chunks
+
+
 def issue_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> IssueResult:
     """Issue the invoices of one staged chunk (idempotent)."""
     staging = open_store(settings.staging_url, settings.s3_client)
@@ -65,9 +70,8 @@ def issue_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> IssueResult:
 
 def issue(settings: Settings, cycle_id: str, run_id: str) -> IssueResult:
     """Issue every chunk of a staged cycle, in chunk order (so numbers follow the chunks)."""
-    staged = load_staged(open_store(settings.staging_url, settings.s3_client), cycle_id)
     result = IssueResult()
-    for ref in staged.chunks:
+    for ref in staged_chunks(settings, cycle_id):
         result += issue_chunk(settings, ref, run_id)
     return result
 
@@ -92,9 +96,8 @@ def archive_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> ArchiveResu
 
 def archive_cycle(settings: Settings, cycle_id: str, run_id: str) -> ArchiveResult:
     """Render and archive every chunk of a staged cycle in this process."""
-    staged = load_staged(open_store(settings.staging_url, settings.s3_client), cycle_id)
     result = ArchiveResult()
-    for ref in staged.chunks:
+    for ref in staged_chunks(settings, cycle_id):
         result += archive_chunk(settings, ref, run_id)
     return result
 
@@ -132,9 +135,8 @@ def notify_cycle(
     settings: Settings, cycle_id: str, run_id: str, channels: tuple[str, ...] = CHANNELS
 ) -> dict[str, NotifyResult]:
     """Send every chunk's unsent notices in this process."""
-    staged = load_staged(open_store(settings.staging_url, settings.s3_client), cycle_id)
     totals = {name: NotifyResult() for name in channels}
-    for ref in staged.chunks:
+    for ref in staged_chunks(settings, cycle_id):
         for name, result in notify_chunk(settings, ref, run_id, channels).items():
             totals[name] += result
     return totals

@@ -31,7 +31,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from billing.errors import InputError
-from billing.model import Address, Charge, ChunkRef, Customer, Cycle, Problem
+from billing.model import CUSTOMER_FIELDS as MODEL_CUSTOMER_FIELDS
+from billing.model import (
+    Charge,
+    ChunkRef,
+    Customer,
+    Cycle,
+    Problem,
+    customer_from_row,
+    customer_to_row,
+)
 from billing.validation import (
     CHARGE_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -50,11 +59,7 @@ SPILL_FLUSH_ROWS = 100_000
 SORT_REPORT_LIMIT = 500_000
 _RAW = "surrogateescape"  # spill files carry undecodable input bytes through unchanged
 
-CUSTOMER_FIELDS = (
-    "customer_id", "name", "tax_id", "street", "city", "county", "postal_code", "country",
-    "phone", "email", "language", "delivery", "notify", "paper_street", "paper_city",
-    "paper_county", "paper_postal_code", "contact_flags", "row",
-)  # fmt: skip
+CUSTOMER_FIELDS = (*MODEL_CUSTOMER_FIELDS, "row")
 CHARGE_FIELDS = (
     "customer_id", "row", "description", "quantity", "unit_price", "vat_rate",
     "service_start", "service_end",
@@ -413,14 +418,7 @@ def load_staged(staging: BlobStore, cycle_id: str) -> StagedCycle:
 
 
 def _customer_values(customer: Customer, row: int) -> list[str]:
-    a, p = customer.address, customer.paper_address
-    return [
-        customer.customer_id, customer.name, customer.tax_id, a.street, a.city, a.county,
-        a.postal_code, a.country, customer.phone, customer.email, customer.language,
-        customer.delivery, customer.notify,
-        p.street if p else "", p.city if p else "", p.county if p else "",
-        p.postal_code if p else "", ",".join(customer.contact_flags), str(row),
-    ]  # fmt: skip
+    return [*customer_to_row(customer).values(), str(row)]
 
 
 def _charge_values(charge: Charge, row: int) -> list[str]:
@@ -562,18 +560,7 @@ def read_chunk(staging: BlobStore, ref: ChunkRef) -> list[tuple[Customer, list[C
         )  # fmt: skip
     result = []
     for c in table("customers"):
-        paper = None
-        if c["paper_street"]:
-            paper = Address(
-                c["paper_street"], c["paper_city"], c["paper_county"], c["paper_postal_code"], "RO"
-            )
-        customer = Customer(
-            customer_id=c["customer_id"], name=c["name"], tax_id=c["tax_id"],
-            address=Address(c["street"], c["city"], c["county"], c["postal_code"], c["country"]),
-            phone=c["phone"], email=c["email"], language=c["language"], delivery=c["delivery"],
-            notify=c["notify"], paper_address=paper,
-            contact_flags=tuple(f for f in c["contact_flags"].split(",") if f),
-        )  # fmt: skip
+        customer = customer_from_row(c)
         result.append((customer, by_customer[customer.customer_id]))
     return result
 

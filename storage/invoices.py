@@ -8,8 +8,24 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from billing.model import Address, Customer, InvoiceLine, IssuedInvoice, VatLine
+from billing.model import (
+    CUSTOMER_FIELDS,
+    Customer,
+    InvoiceLine,
+    IssuedInvoice,
+    VatLine,
+    customer_from_row,
+    customer_to_row,
+)
 from storage.ledger import invoice_documents, invoice_lines, invoice_vat, invoices
+
+# The invoice row keeps the customer's fields under these names where they differ.
+LEDGER_COLUMN = {"name": "customer_name", "tax_id": "customer_tax_id"}
+
+
+def customer_snapshot(customer: Customer) -> dict[str, str]:
+    """The customer's columns of an invoice row: who was invoiced, as they were then."""
+    return {LEDGER_COLUMN.get(k, k): v for k, v in customer_to_row(customer).items()}
 
 
 def numbers_without_document(
@@ -57,18 +73,8 @@ def load_invoices(conn: Connection, numbers: Sequence[str]) -> list[IssuedInvoic
 
 
 def _invoice(row, lines: list[InvoiceLine], vats: list[VatLine]) -> IssuedInvoice:
-    paper = None
-    if row.paper_street:
-        paper = Address(
-            row.paper_street, row.paper_city, row.paper_county, row.paper_postal_code, "RO"
-        )
-    customer = Customer(
-        customer_id=row.customer_id, name=row.customer_name, tax_id=row.customer_tax_id,
-        address=Address(row.street, row.city, row.county, row.postal_code, row.country),
-        phone=row.phone, email=row.email, language=row.language, delivery=row.delivery,
-        notify=row.notify, paper_address=paper,
-        contact_flags=tuple(f for f in row.contact_flags.split(",") if f),
-    )  # fmt: skip
+    columns = row._mapping
+    customer = customer_from_row({f: columns[LEDGER_COLUMN.get(f, f)] for f in CUSTOMER_FIELDS})
     return IssuedInvoice(
         number=row.number, series=row.series, cycle_id=row.cycle_id, customer=customer,
         issue_date=row.issue_date, due_date=row.due_date, period_start=row.period_start,
