@@ -204,23 +204,10 @@ def notices_resend(
 
 
 def print_report(report: dict) -> None:
-    """The run report as a table ops can read, then the path of the JSON."""
-    table = Table(title=f"cycle {report['cycle_id']} - run {report['run_id']}", min_width=72)
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    for key in (
-        "customers", "quarantined_customers", "quarantined_rows", "flagged_customers",
-        "invoices_issued", "invoices_existing", "pdfs_archived", "pdfs_existing",
-        "paper_queued", "fallbacks",
-    ):  # fmt: skip
-        if key in report:
-            table.add_row(key.replace("_", " "), str(report[key]))
-    for channel, counts in report["notices"].items():
-        for state, count in counts.items():
-            table.add_row(f"{channel} {state}", str(count))
-    for key, amount in report["totals"].items():
-        table.add_row(f"total {key} (RON)", amount)
-    console.print(table)
+    """The run report as the plain-text tables the finalize task logs (billing.report_text)."""
+    from billing.report_text import format_report
+
+    typer.echo(format_report(report))
 
 
 def main() -> None:

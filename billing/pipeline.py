@@ -7,8 +7,11 @@ values, so an orchestrator (the Airflow DAG, or `invoices run`) can call them fr
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -21,6 +24,7 @@ from billing.issuing import IssueResult, issue_invoices, register_cycle
 from billing.model import ChunkRef
 from billing.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
 from billing.printing import PrintResult, print_pending
+from billing.report_text import mask_contacts, pick_examples, safe_customer_id
 from billing.staging import (
     StagedCycle,
     load_staged,
@@ -243,15 +247,110 @@ def notice_counts(settings: Settings, cycle_id: str) -> dict:
 
 def document_counts(settings: Settings, cycle_id: str, run_id: str) -> tuple[int, int]:
     """(PDFs this run archived, PDFs archived for the cycle in all)."""
+    # One labelled expression in both clauses: PostgreSQL matches GROUP BY to the select list
+    # by its text, and two separate comparisons would bind run_id under two names.
+    by_this_run = (invoice_documents.c.run_id == run_id).label("by_this_run")
     with open_ledger(settings.ledger_url).connect() as conn:
         by_run = dict(
             conn.execute(
-                sa.select(invoice_documents.c.run_id == run_id, sa.func.count())
+                sa.select(by_this_run, sa.func.count())
                 .where(invoice_documents.c.cycle_id == cycle_id)
-                .group_by(invoice_documents.c.run_id == run_id)
+                .group_by(by_this_run)
             ).all()
         )
     return by_run.get(True, 0), sum(by_run.values())
+
+
+REPORT_EXAMPLES = 20  # example rows per list in the report
+FAILED = ("failed-permanent", "failed-retryable")
+FAILURE_SCAN = 1000  # failed notices read to choose the examples from
+REASON_LIMIT = 300  # characters of a failure reason kept in the report
+
+
+def quarantine_summary(report_csv: bytes) -> dict:
+    """The staged quarantine report by reason (every entry, and the flagged ones), with a few
+    examples spread over the reasons. The `detail` column is left out: it may quote an
+    e-mail address or a phone number."""
+    by_reason: Counter[str] = Counter()
+    flagged: Counter[str] = Counter()
+
+    def entries():
+        for entry in csv.DictReader(io.StringIO(report_csv.decode("utf-8", "replace"))):
+            reason = entry.get("reason") or ""
+            by_reason[reason] += 1
+            if entry.get("action") == "flagged":
+                flagged[reason] += 1
+            row = entry.get("row") or ""
+            yield {
+                "file": entry.get("file") or "",
+                "row": int(row) if row.isdigit() else mask_contacts(row),
+                "customer_id": safe_customer_id(entry.get("customer_id") or ""),
+                "column": entry.get("column") or "",
+                "reason": reason,
+                "action": entry.get("action") or "",
+            }
+
+    examples = pick_examples(entries(), "reason", REPORT_EXAMPLES)
+    return {
+        "entries": sum(by_reason.values()),
+        "by_reason": dict(sorted(by_reason.items())),
+        "flagged": dict(sorted(flagged.items())),
+        "examples": examples,
+    }
+
+
+def _failure_reason(last_error: str | None) -> str:
+    """A failure reason fit for a log: contacts masked, on one line, of bounded length."""
+    text = " ".join(mask_contacts(last_error or "").split())
+    return text[:REASON_LIMIT] or "(no reason recorded)"
+
+
+def failure_summary(settings: Settings, cycle_id: str) -> dict:
+    """The cycle's failed notices (for good, or to be retried) by reason, with examples; never
+    their recipients."""
+    failed = sa.and_(notices.c.cycle_id == cycle_id, notices.c.status.in_(FAILED))
+    with open_ledger(settings.ledger_url).connect() as conn:
+        groups = conn.execute(
+            sa.select(notices.c.status, notices.c.last_error, sa.func.count())
+            .where(failed)
+            .group_by(notices.c.status, notices.c.last_error)
+        ).all()
+        rows = conn.execute(
+            sa.select(
+                notices.c.number, invoices.c.customer_id, notices.c.channel, notices.c.status,
+                notices.c.attempts, notices.c.last_error,
+            )
+            .join(invoices, invoices.c.number == notices.c.number)
+            .where(failed)
+            .order_by(notices.c.number, notices.c.channel)
+            .limit(FAILURE_SCAN)
+        ).all()  # fmt: skip
+    by_reason: Counter[str] = Counter()
+    by_status: Counter[str] = Counter()
+    for status, last_error, count in groups:
+        by_reason[_failure_reason(last_error)] += count
+        by_status[status] += count
+    examples = pick_examples(
+        (
+            {
+                "number": r.number,
+                "customer_id": safe_customer_id(r.customer_id),
+                "channel": r.channel,
+                "status": r.status,
+                "attempts": r.attempts,
+                "reason": _failure_reason(r.last_error),
+            }
+            for r in rows
+        ),
+        "reason",
+        REPORT_EXAMPLES,
+    )
+    return {
+        "count": sum(by_status.values()),
+        "by_status": dict(sorted(by_status.items())),
+        "by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "examples": examples,
+    }
 
 
 def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
@@ -267,7 +366,10 @@ def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
     counts = cycle_counts(settings, cycle_id, run_id)
     archived, documents = document_counts(settings, cycle_id, run_id)
     quarantine_key = report_key(cycle_id, run_id, ".quarantine.csv")
-    archive.replace(quarantine_key, staging.read_bytes(f"{cycle_id}/quarantine.csv"))
+    quarantine_csv = staging.read_bytes(f"{cycle_id}/quarantine.csv")
+    archive.replace(quarantine_key, quarantine_csv)
+    quarantine = quarantine_summary(quarantine_csv)
+    failures = failure_summary(settings, cycle_id)
     finished_at = datetime.now(UTC)
     report = {
         "cycle_id": cycle_id,
@@ -287,6 +389,13 @@ def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
         "chunks": len(staged.chunks),
         "manifest": {"key": manifest.key, "sha256": manifest.sha256},
         "quarantine_report": quarantine_key,
+        "period": {
+            "start": staged.cycle.period_start.isoformat(),
+            "end": staged.cycle.period_end.isoformat(),
+        },
+        "issue_date": staged.cycle.issue_date.isoformat(),
+        "quarantine": quarantine,
+        "failures": failures,
     }
     body = json.dumps(report, indent=2, ensure_ascii=False)
     archive.replace(report_key(cycle_id, run_id), body.encode("utf-8"))
