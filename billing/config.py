@@ -42,6 +42,9 @@ class Settings:
     mail_link_url: str = ""  # set: e-mails link to this self-service page instead of attaching
     # A ready boto3 S3 client (e.g. from an Airflow AWS connection); None: boto3's own settings.
     s3_client: object = field(default=None, repr=False, compare=False)
+    # A ready boto3 SNS client (e.g. from an Airflow AWS connection), used when sms_transport is
+    # "sns"; None: boto3's own settings.
+    sns_client: object = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -13,9 +13,9 @@ connections are "failed-retryable"; a parameter SNS rejects (a phone number it c
 "failed-permanent". Phone numbers and texts never reach the log: numbers appear masked
 ("+40******456"), texts not at all.
 
-SNS uses boto3's own settings (`AWS_ENDPOINT_URL`, `AWS_DEFAULT_REGION`, credentials). Inside
-Airflow, pass a client built from a connection instead:
-`SmsNotifier.from_settings(settings, client=SnsHook(aws_conn_id="invoices_sms").get_conn())`.
+SNS uses `settings.sns_client` when set (inside Airflow, `billing.connections` builds it from
+the AWS connection `INVOICES_AWS_CONN_ID` names), else boto3's own settings (`AWS_ENDPOINT_URL`,
+`AWS_DEFAULT_REGION`, credentials). A `client` passed to `SmsNotifier.from_settings` wins over both.
 """
 
 from __future__ import annotations
@@ -330,10 +330,11 @@ class SmsNotifier:
     ) -> SmsNotifier:
         """The notifier `settings.sms_transport` selects.
 
-        "sns": an `SnsTransport` on `client` (default: built from boto3's own settings), with the
-        sender id from `INVOICES_SMS_SENDER_ID` and the rate from `INVOICES_SMS_RATE` (default 10
-        per second). "file": a `FileTransport` on `settings.home/outbox/sms.jsonl`, unpaced unless
-        `INVOICES_SMS_RATE` is set. `env` defaults to the process environment.
+        "sns": an `SnsTransport` on `client` (default: `settings.sns_client`, else a client built
+        from boto3's own settings), with the sender id from `INVOICES_SMS_SENDER_ID` and the rate
+        from `INVOICES_SMS_RATE` (default 10 per second). "file": a `FileTransport` on
+        `settings.home/outbox/sms.jsonl`, unpaced unless `INVOICES_SMS_RATE` is set. `env`
+        defaults to the process environment.
         """
         env = os.environ if env is None else env
         rate_text = env.get(RATE_VARIABLE, "").strip()
@@ -342,6 +343,8 @@ class SmsNotifier:
             transport = FileTransport(settings.home / "outbox" / "sms.jsonl")
             return cls(transport, rate if rate is not None else math.inf)
         if settings.sms_transport == "sns":
+            if client is None:
+                client = settings.sns_client
             if client is None:
                 import boto3
 
