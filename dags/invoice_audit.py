@@ -32,13 +32,17 @@ def invoice_audit_verify():
 
         from billing.audit import verify_cycle
         from billing.config import Settings
+        from billing.connections import settings_with_connections
         from storage.archive import open_archive
         from storage.ledger import open_ledger
 
         cycle_id = get_current_context()["params"]["cycle_id"]
-        settings = Settings.from_env()
+        # S3 through the INVOICES_AWS_CONN_ID connection when set (read-only is enough)
+        settings = settings_with_connections(Settings.from_env())
         problems = verify_cycle(
-            open_ledger(settings.ledger_url), open_archive(settings.archive_url), cycle_id
+            open_ledger(settings.ledger_url),
+            open_archive(settings.archive_url, settings.s3_client),
+            cycle_id,
         )
         for problem in problems:
             logging.getLogger(__name__).error("%s", problem)

@@ -1,10 +1,16 @@
 """Invoice cycle: stage the billing export, issue invoices, render and archive their PDFs and
-send the e-mail / SMS notices (each one mapped task per chunk), put the paper invoices into a
-print batch, write the cycle manifest and the run report.
+send the e-mail and SMS notices (mapped tasks per chunk), put the paper invoices into a print
+batch, write the cycle manifest and the run report.
 
-Thin wiring only: every task builds settings from the environment and calls one function of
-`billing.pipeline`. Tasks pass small descriptors (cycle id, counts), never data or file paths.
-Imports of the product happen inside the tasks, so parsing this file stays fast.
+One DAG per bill-cycle day (`INVOICES_BILL_CYCLE_DAYS`, default 1): `invoice_cycle` for the 1st,
+`invoice_cycle_d08` for the 8th, ... Each is scheduled at local midnight of its day in
+Europe/Bucharest with a data interval that is exactly the month it bills; scheduled and backfill
+runs take the cycle from that interval, manual runs from the `cycle_id` param.
+
+Thin wiring only: every task builds settings and calls one function of `billing.pipeline`.
+Tasks pass small descriptors (cycle id, chunk bounds), never data or file paths. The product's
+modules and the Airflow hooks are imported inside the tasks, so parsing this file stays fast and
+looks up no connection.
 """
 
 from __future__ import annotations
@@ -14,9 +20,15 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from billing.cycles import TIMEZONE, bill_cycle_days, cron_for, dag_id_for
 
 log = logging.getLogger(__name__)
+
+# Airflow pools (`make pools`) cap how many chunks send at once across every running cycle.
+SMTP_POOL = "invoices_smtp"
+SMS_POOL = "invoices_sms"
 
 DEFAULT_ARGS = {
     "owner": "billing-ops",
@@ -28,23 +40,13 @@ DEFAULT_ARGS = {
 
 
 def _settings():
-    """Settings from the environment; S3 through an Airflow AWS connection when
-    INVOICES_AWS_CONN_ID names one (looked up at run time, never while parsing)."""
-    import os
-    from dataclasses import replace
-
+    """Settings from the environment (contract 3), with S3/SNS and SMTP taken from the Airflow
+    connections named by INVOICES_AWS_CONN_ID / INVOICES_SMTP_CONN_ID when set. Called inside
+    tasks only: connections are looked up at run time, never while parsing."""
     from billing.config import Settings
+    from billing.connections import settings_with_connections
 
-    settings = Settings.from_env()
-    conn_id = os.environ.get("INVOICES_AWS_CONN_ID", "").strip()
-    if conn_id:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        from storage.s3_archive import CLIENT_CONFIG
-
-        hook = S3Hook(aws_conn_id=conn_id, config=CLIENT_CONFIG)
-        settings = replace(settings, s3_client=hook.get_conn())
-    return settings
+    return settings_with_connections(Settings.from_env())
 
 
 def _sends_notices(context) -> bool:
@@ -67,109 +69,140 @@ def _fail_fast():
         raise AirflowFailException(str(exc)) from exc
 
 
-@dag(
-    dag_id="invoice_cycle",
-    description="Issue, archive and notify one billing cycle",
-    schedule=None,
-    start_date=pendulum.datetime(2025, 1, 1, tz="Europe/Bucharest"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["billing", "invoices"],
-    params={
-        "cycle_id": Param(
-            None,
-            type=["null", "string"],
-            description="Cycle to bill (folder under INVOICES_SOURCE_URL), e.g. 2026-11.",
-        ),
-        "send_notices": Param(
-            None,
-            type=["null", "boolean"],
-            description="Send e-mail/SMS notices. Default: yes, except for backfill runs.",
-        ),
-    },
-)
-def invoice_cycle():
-    @task
-    def stage() -> dict:
-        from billing import pipeline
-        from billing.cycles import resolve_cycle_id
+def invoice_cycle_dag(day: int, scheduled: bool = True):
+    """The DAG of one bill-cycle day; `scheduled=False` makes it manual-only."""
 
-        context = get_current_context()
-        # A manual run bills the cycle its param names; only scheduled and backfill runs take
-        # the cycle from the period they cover.
-        manual = context["dag_run"].run_type == "manual"
-        interval_end = None if manual else context.get("data_interval_end")
-        with _fail_fast():
-            cycle_id = resolve_cycle_id(
-                context["params"].get("cycle_id"), interval_end.date() if interval_end else None
+    @dag(
+        dag_id=dag_id_for(day),
+        description=f"Issue, archive and notify the bill cycle of day {day} of the month",
+        schedule=CronDataIntervalTimetable(cron_for(day), timezone=TIMEZONE) if scheduled else None,
+        start_date=pendulum.datetime(2025, 1, 1, tz=TIMEZONE),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["billing", "invoices", f"bill-day-{day:02d}"],
+        params={
+            "cycle_id": Param(
+                None,
+                type=["null", "string"],
+                description="Manual runs: the cycle to bill (folder under INVOICES_SOURCE_URL), "
+                "e.g. 2026-11. Scheduled and backfill runs bill their data interval.",
+            ),
+            "send_notices": Param(
+                None,
+                type=["null", "boolean"],
+                description="Send e-mail/SMS notices and the print batch. Default: yes, except "
+                "for backfill runs.",
+            ),
+        },
+    )
+    def invoice_cycle():
+        @task
+        def stage() -> dict:
+            from billing import pipeline
+            from billing.cycles import check_period, resolve_cycle
+
+            context = get_current_context()
+            # A manual run bills the cycle its param names; scheduled and backfill runs bill
+            # the period of their data interval (Airflow infers an interval for manual runs
+            # too, which means nothing here).
+            manual = context["dag_run"].run_type == "manual"
+            interval = (
+                None
+                if manual or context.get("data_interval_end") is None
+                else (context["data_interval_start"], context["data_interval_end"])
             )
-            settings = _settings()
-            pipeline.start_run(settings, cycle_id, context["run_id"])
-            staged = pipeline.stage(settings, cycle_id)
-        # at most 1024 chunks (Airflow's max_map_length): staging sizes chunks to fit
-        return {"cycle_id": cycle_id, "chunks": [ref.as_dict() for ref in staged.chunks]}
+            with _fail_fast():
+                cycle_id, period = resolve_cycle(context["params"].get("cycle_id"), interval)
+                if period:
+                    log.info("run bills cycle %s: %s to %s", cycle_id, period.start, period.end)
+                settings = _settings()
+                pipeline.start_run(settings, cycle_id, context["run_id"])
+                staged = pipeline.stage(settings, cycle_id)
+                if period:
+                    check_period(staged.cycle, period)
+            # at most 1024 chunks (Airflow's max_map_length): staging sizes chunks to fit
+            return {"cycle_id": cycle_id, "chunks": [ref.as_dict() for ref in staged.chunks]}
 
-    @task
-    def issue(staged: dict) -> list[dict]:
-        """Issue every chunk in order (numbers follow the chunks); pass the chunks on."""
-        from billing import pipeline
+        @task
+        def issue(staged: dict) -> list[dict]:
+            """Issue every chunk in order (numbers follow the chunks); pass the chunks on."""
+            from billing import pipeline
 
-        pipeline.issue(_settings(), staged["cycle_id"], get_current_context()["run_id"])
-        return staged["chunks"]
+            pipeline.issue(_settings(), staged["cycle_id"], get_current_context()["run_id"])
+            return staged["chunks"]
 
-    @task(map_index_template="{{ chunk_label }}")
-    def render_archive(chunk: dict) -> int:
-        from billing import pipeline
-        from billing.model import ChunkRef
+        @task(map_index_template="{{ chunk_label }}")
+        def render_archive(chunk: dict) -> int:
+            from billing import pipeline
+            from billing.model import ChunkRef
 
-        ref = ChunkRef.from_dict(chunk)
-        context = get_current_context()
-        context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
-        return pipeline.archive_chunk(_settings(), ref, context["run_id"]).archived
+            ref = ChunkRef.from_dict(chunk)
+            context = get_current_context()
+            context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
+            return pipeline.archive_chunk(_settings(), ref, context["run_id"]).archived
 
-    @task(map_index_template="{{ chunk_label }}")
-    def notify(chunk: dict) -> dict:
-        """Send the chunk's notices from the outbox; backfills send none unless asked."""
-        from billing import pipeline
-        from billing.model import ChunkRef
+        def _notify(chunk: dict, channel: str) -> dict:
+            """Send one channel's notices of the chunk from the outbox; backfills send none
+            unless asked."""
+            from billing import pipeline
+            from billing.model import ChunkRef
 
-        ref = ChunkRef.from_dict(chunk)
-        context = get_current_context()
-        context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
-        if not _sends_notices(context):
-            log.info("notices of chunk %s not sent: send_notices is off for this run", ref.chunk)
-            return {}
-        results = pipeline.notify_chunk(_settings(), ref, context["run_id"])
-        return {name: vars(result) for name, result in results.items()}
+            ref = ChunkRef.from_dict(chunk)
+            context = get_current_context()
+            context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
+            if not _sends_notices(context):
+                log.info("%s of chunk %s not sent: send_notices is off", channel, ref.chunk)
+                return {}
+            results = pipeline.notify_chunk(_settings(), ref, context["run_id"], (channel,))
+            return {name: vars(result) for name, result in results.items()}
 
-    @task
-    def print_batch(staged: dict) -> dict:
-        """The cycle's paper invoices not yet in a batch, merged by postal code, for the printer."""
-        from billing import pipeline
+        @task(map_index_template="{{ chunk_label }}", pool=SMTP_POOL)
+        def notify_email(chunk: dict) -> dict:
+            return _notify(chunk, "email")
 
-        context = get_current_context()
-        if not _sends_notices(context):
-            log.info("no print batch: send_notices is off for this run")
-            return {"queued": 0, "batch": None}
-        result = pipeline.print_cycle(_settings(), staged["cycle_id"], context["run_id"])
-        return {"queued": result.queued, "batch": result.batch}
+        @task(map_index_template="{{ chunk_label }}", pool=SMS_POOL)
+        def notify_sms(chunk: dict) -> dict:
+            return _notify(chunk, "sms")
 
-    @task
-    def report(staged: dict) -> str:
-        """Counts come from the ledger, so retried or re-run tasks are counted once."""
-        from billing import pipeline
+        @task
+        def print_batch(staged: dict) -> dict:
+            """The cycle's paper invoices not yet in a batch, merged by postal code."""
+            from billing import pipeline
 
-        result = pipeline.finalize_report(
-            _settings(), staged["cycle_id"], get_current_context()["run_id"]
-        )
-        return pipeline.report_key(result["cycle_id"], result["run_id"])
+            context = get_current_context()
+            if not _sends_notices(context):
+                log.info("no print batch: send_notices is off for this run")
+                return {"queued": 0, "batch": None}
+            result = pipeline.print_cycle(_settings(), staged["cycle_id"], context["run_id"])
+            return {"queued": result.queued, "batch": result.batch}
 
-    staged = stage()
-    chunks = issue(staged)
-    archived = render_archive.expand(chunk=chunks)
-    notified = notify.expand(chunk=chunks)
-    archived >> [notified, print_batch(staged)] >> report(staged)
+        @task
+        def report(staged: dict) -> str:
+            """Manifest and run report, logged as a table. Counts come from the ledger, so
+            retried or re-run tasks are counted once."""
+            from billing import pipeline
+            from billing.report_text import format_report
+
+            result = pipeline.finalize_report(
+                _settings(), staged["cycle_id"], get_current_context()["run_id"]
+            )
+            log.info("run report\n%s", format_report(result))
+            return pipeline.report_key(result["cycle_id"], result["run_id"])
+
+        staged = stage()
+        chunks = issue(staged)
+        archived = render_archive.expand(chunk=chunks)
+        sent = [notify_email.expand(chunk=chunks), notify_sms.expand(chunk=chunks)]
+        finished = report(staged)
+        archived >> sent >> finished
+        archived >> print_batch(staged) >> finished
+
+    return invoice_cycle()
 
 
-invoice_cycle()
+_DAYS = bill_cycle_days()
+invoice_cycle_dag(1, scheduled=1 in _DAYS)  # `make run` and manual runs use invoice_cycle
+for _day in _DAYS:
+    if _day != 1:
+        invoice_cycle_dag(_day)

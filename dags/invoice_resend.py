@@ -1,7 +1,9 @@
 """Re-send the failed e-mail / SMS notices of one cycle (ops, on demand).
 
 A thin wrapper on `billing.pipeline.resend_failed` (the `invoices notices resend` command):
-notices already sent are never selected, so running it twice sends nothing twice.
+notices already sent are never selected, so running it twice sends nothing twice. Each channel
+is a task in the same pool as the cycle's notify tasks, so a resend never adds to the load the
+pools allow on the SMTP relay and SNS.
 """
 
 from __future__ import annotations
@@ -31,19 +33,31 @@ from airflow.sdk import Param, dag, get_current_context, task
     },
 )
 def invoice_resend_failed():
-    @task
-    def resend() -> dict:
+    def _resend(channel: str) -> dict:
         from billing import pipeline
         from billing.config import Settings
+        from billing.connections import settings_with_connections
 
         context = get_current_context()
         params = context["params"]
+        if channel not in params["channels"]:
+            return {}
+        settings = settings_with_connections(Settings.from_env())
         results = pipeline.resend_failed(
-            Settings.from_env(), params["cycle_id"], context["run_id"], tuple(params["channels"])
+            settings, params["cycle_id"], context["run_id"], (channel,)
         )
         return {name: vars(result) for name, result in results.items()}
 
-    resend()
+    @task(pool="invoices_smtp")
+    def resend_email() -> dict:
+        return _resend("email")
+
+    @task(pool="invoices_sms")
+    def resend_sms() -> dict:
+        return _resend("sms")
+
+    resend_email()
+    resend_sms()
 
 
 invoice_resend_failed()

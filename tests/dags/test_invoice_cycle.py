@@ -3,8 +3,9 @@ end to end through `airflow dags test`; running it again issues nothing new."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+from airflow_env import REPO, airflow_env  # noqa: E402
+
 BIN = Path(sys.executable).parent
-
-
-def airflow_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVOICES_", "AIRFLOW"))}
-    env.update(
-        INVOICES_HOME=str(home),
-        AIRFLOW_HOME=str(home / "airflow"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-    )
-    return env
 
 
 PARSE = """
@@ -73,9 +65,15 @@ def test_every_dag_parses_fast_without_connections_with_retries_and_tags(tmp_pat
     cycle = parsed["dags"]["invoice_cycle"]
     assert all(r >= 2 for r in cycle["retries"])
     assert cycle["params"] == ["cycle_id", "send_notices"]
-    assert {"stage", "issue", "render_archive", "notify", "print_batch", "report"} <= set(
-        cycle["tasks"]
-    )
+    assert {
+        "stage",
+        "issue",
+        "render_archive",
+        "notify_email",
+        "notify_sms",
+        "print_batch",
+        "report",
+    } <= set(cycle["tasks"])
 
 
 def make_run(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -182,3 +180,99 @@ def test_make_run_fails_on_a_missing_cycle_and_says_why(tmp_path):
     done = make_run(tmp_path / "home", "CYCLE=1999-01")
     assert done.returncode != 0
     assert "1999-01/cycle.json: missing" in done.stdout + done.stderr
+
+
+DAG_TEST = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(dag_folder={file!r})
+assert not bag.import_errors, bag.import_errors
+run = bag.dags["invoice_cycle"].test(run_conf={{"cycle_id": "2026-11"}})
+print(json.dumps({{"run_id": run.run_id, "state": str(run.state)}}))
+"""
+
+
+@pytest.mark.slow
+def test_dag_test_of_the_whole_cycle_agrees_with_the_ledger_and_the_archive(tmp_path):
+    home = tmp_path / "home"
+    env = airflow_env(home, INVOICES_CHUNK_SIZE="100")
+    migrated = subprocess.run(
+        [str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    done = subprocess.run(
+        [sys.executable, "-c", DAG_TEST.format(file=str(REPO / "dags" / "invoice_cycle.py"))],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run["state"] == "success", done.stdout[-3000:]
+
+    archive = home / "archive"
+    report = json.loads((archive / "reports" / "2026-11" / f"{run['run_id']}.json").read_text())
+    assert report["run_id"] == run["run_id"] and report["chunks"] == 4
+    assert report["period"] == {"start": "2026-10-01", "end": "2026-10-31"}
+    engine = sa.create_engine(f"sqlite:///{home / 'ledger.db'}")
+    with engine.connect() as conn:
+        invoices = conn.execute(
+            sa.text("SELECT number, customer_id, net_total, vat_total, total FROM invoices")
+        ).all()
+        documents = {
+            r.number: r
+            for r in conn.execute(
+                sa.text("SELECT number, key, size, sha256 FROM invoice_documents")
+            )
+        }
+        outbox = conn.execute(
+            sa.text("SELECT channel, status, count(*) FROM notices GROUP BY channel, status")
+        ).all()
+
+    # the report's counts are the ledger's
+    assert (
+        report["invoices_issued"]
+        == len(invoices)
+        == report["customers"] - report["quarantined_customers"]
+    )
+    assert report["pdfs_archived"] == len(documents) == len(invoices)
+    for channel in ("email", "sms"):
+        sent = sum(n for c, s, n in outbox if c == channel and s == "sent")
+        assert report["notices"][channel] == {"sent": sent, "failed": 0, "pending": 0}
+        assert sum(n for c, _, n in outbox if c == channel) == sent
+    assert report["paper_queued"] == sum(n for c, _, n in outbox if c == "paper")
+    cents = {"net": 2, "vat": 3, "gross": 4}
+    for key, column in cents.items():
+        assert report["totals"][key] == f"{sum(r[column] for r in invoices) / 100:.2f}"
+
+    # ... and the archive's: every PDF of the manifest is there with the ledger's size and hash
+    manifest = json.loads((archive / report["manifest"]["key"]).read_bytes())
+    assert (
+        hashlib.sha256((archive / report["manifest"]["key"]).read_bytes()).hexdigest()
+        == (report["manifest"]["sha256"])
+    )
+    assert len(manifest["invoices"]) == len(invoices)
+    for entry in manifest["invoices"]:
+        data = (archive / entry["key"]).read_bytes()
+        document = documents[entry["number"]]
+        assert (entry["key"], entry["size"], entry["sha256"]) == (
+            document.key, len(data), hashlib.sha256(data).hexdigest()
+        )  # fmt: skip
+        assert document.sha256 == entry["sha256"] and document.size == entry["size"]
+    # the sent notices are in the outboxes, the paper invoices in the print batch
+    assert (
+        len(list((home / "outbox" / "email").glob("*.eml"))) == report["notices"]["email"]["sent"]
+    )
+    sms = (home / "outbox" / "sms.jsonl").read_text().splitlines()
+    assert len(sms) == report["notices"]["sms"]["sent"]
+    [batch] = (archive / "print" / "2026-11").glob("*.csv")
+    with batch.open(encoding="utf-8", newline="") as rows:
+        assert len(list(csv.DictReader(rows))) == report["paper_queued"]
+    # the quarantine report it names lists the rows it counts
+    with (archive / report["quarantine_report"]).open(encoding="utf-8", newline="") as rows:
+        entries = list(csv.DictReader(rows))
+    assert (
+        len({(e["file"], e["row"]) for e in entries if e["action"] == "quarantined"})
+        == (report["quarantined_rows"])
+    )
+    assert sum(report["quarantine"]["by_reason"].values()) == len(entries)
