@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from billing.archiving import ArchiveResult, archive_invoices, finalize_manifest
 from billing.config import Settings
+from billing.cycles import BilledPeriod, check_period
 from billing.errors import InputError
 from billing.issuing import IssueResult, issue_invoices, register_cycle
 from billing.model import ChunkRef
@@ -48,14 +49,19 @@ def report_key(cycle_id: str, run_id: str, suffix: str = ".json") -> str:
     return f"reports/{cycle_id}/{safe}{suffix}"
 
 
-def stage(settings: Settings, cycle_id: str) -> StagedCycle:
-    """Validate and partition the export of `cycle_id`, and register the cycle in the ledger."""
+def stage(settings: Settings, cycle_id: str, period: BilledPeriod | None = None) -> StagedCycle:
+    """Validate and partition the export of `cycle_id`, and register the cycle in the ledger.
+
+    With `period` (a scheduled or backfill run's), an export whose cycle.json bills other days
+    is refused before the cycle is registered, so a corrected export can still be run."""
     staged = stage_cycle(
         open_store(settings.source_url, settings.s3_client),
         open_store(settings.staging_url, settings.s3_client),
         cycle_id,
         chunk_size=settings.chunk_size,
     )
+    if period is not None:
+        check_period(staged.cycle, period)
     register_cycle(open_ledger(settings.ledger_url), staged.cycle)
     return staged
 

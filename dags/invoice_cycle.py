@@ -100,17 +100,17 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
         @task
         def stage() -> dict:
             from billing import pipeline
-            from billing.cycles import check_period, resolve_cycle
+            from billing.cycles import resolve_cycle
 
             context = get_current_context()
-            # A manual run bills the cycle its param names; scheduled and backfill runs bill
-            # the period of their data interval (Airflow infers an interval for manual runs
-            # too, which means nothing here).
-            manual = context["dag_run"].run_type == "manual"
+            # Scheduled and backfill runs bill the period of their data interval. Any other run
+            # (manual, or triggered by an operator or an asset) bills the cycle its param names:
+            # Airflow infers an interval for those too, which means nothing here.
+            automated = context["dag_run"].run_type in ("scheduled", "backfill")
             interval = (
-                None
-                if manual or context.get("data_interval_end") is None
-                else (context["data_interval_start"], context["data_interval_end"])
+                (context["data_interval_start"], context["data_interval_end"])
+                if automated and context.get("data_interval_end") is not None
+                else None
             )
             with _fail_fast():
                 cycle_id, period = resolve_cycle(context["params"].get("cycle_id"), interval)
@@ -118,9 +118,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
                     log.info("run bills cycle %s: %s to %s", cycle_id, period.start, period.end)
                 settings = _settings()
                 pipeline.start_run(settings, cycle_id, context["run_id"])
-                staged = pipeline.stage(settings, cycle_id)
-                if period:
-                    check_period(staged.cycle, period)
+                staged = pipeline.stage(settings, cycle_id, period)
             # at most 1024 chunks (Airflow's max_map_length): staging sizes chunks to fit
             return {"cycle_id": cycle_id, "chunks": [ref.as_dict() for ref in staged.chunks]}
 

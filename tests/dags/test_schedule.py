@@ -61,7 +61,8 @@ for dag_id, dag in bag.dags.items():
     last = DagRunInfo.interval(
         datetime(2026, 9, day, tzinfo=local), datetime(2026, 10, day, tzinfo=local)
     )
-    following = seen.next_dagrun_info(last_automated_run_info=last)
+    # unrestricted: catchup=False would skip to the latest month before today
+    following = seen.next_dagrun_info(last_automated_run_info=last, restricted=False)
     backfill = seen.iter_dagrun_infos_between(
         datetime(2026, 9, 1, tzinfo=local), datetime(2027, 3, 31, tzinfo=local)
     )
@@ -112,7 +113,7 @@ def test_the_scheduled_run_of_1_november_bills_october_across_the_dst_change(tmp
     home = tmp_path / "home"
     settings = Settings.from_env({"INVOICES_HOME": str(home)})
     cycle_id, period = resolve_cycle(None, (start, end))
-    staged = pipeline.stage(settings, cycle_id)
+    staged = pipeline.stage(settings, cycle_id, period)
     check_period(staged.cycle, period)
 
 
@@ -155,22 +156,25 @@ def test_each_bill_cycle_day_is_a_dag_billing_the_month_before_its_day(tmp_path)
     assert airflow_timetables(tmp_path, "8,22")["invoice_cycle"] is None
 
 
-def test_an_export_billing_other_days_than_the_run_is_refused(tmp_path):
+def test_an_export_billing_other_days_than_the_run_is_refused_until_corrected(tmp_path):
     source = tmp_path / "source"
     shutil.copytree(SAMPLES / "2026-11", source / "2026-11")
     cycle_file = source / "2026-11" / "cycle.json"
     cycle = json.loads(cycle_file.read_text())
-    cycle["period_end"] = "2026-10-30"
-    cycle_file.write_text(json.dumps(cycle))
+    cycle_file.write_text(json.dumps({**cycle, "period_end": "2026-10-30"}))
     settings = Settings.from_env(
         {"INVOICES_HOME": str(tmp_path / "home"), "INVOICES_SOURCE_URL": str(source)}
     )
     interval = (datetime(2026, 9, 30, 21, tzinfo=UTC), datetime(2026, 10, 31, 22, tzinfo=UTC))
     cycle_id, period = resolve_cycle(None, interval)
-    staged = pipeline.stage(settings, cycle_id)
     with pytest.raises(InputError, match=r"2026-11/cycle.json: .*2026-10-01\.\.2026-10-30.*"
                        r"bills 2026-10-01\.\.2026-10-31"):  # fmt: skip
-        check_period(staged.cycle, period)
+        pipeline.stage(settings, cycle_id, period)
+    # refused before the cycle was registered: the corrected export runs
+    cycle_file.write_text(json.dumps(cycle))
+    staged = pipeline.stage(settings, cycle_id, period)
+    assert (staged.cycle.period_start, staged.cycle.period_end) == (period.start, period.end)
+    assert pipeline.issue(settings, cycle_id, "after-the-fix").issued == 301
 
 
 def test_a_run_with_an_interval_refuses_a_param_naming_another_cycle():
