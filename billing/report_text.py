@@ -36,9 +36,12 @@ def mask_contacts(text: str) -> str:
 
 
 def safe_customer_id(value: str) -> str:
-    """A customer id as the report shows it: a valid id as is; anything else (it came from a
-    broken row, and may be a misplaced contact) with its contacts masked."""
-    return value if _VALID_ID.fullmatch(value) else mask_contacts(value)
+    """A customer id as the report shows it: a valid id as is; anything else came from a broken
+    row and may be a misplaced name, address or contact, so it is not shown (the file and row
+    find it)."""
+    if not value:
+        return ""
+    return value if _VALID_ID.fullmatch(value) else "<invalid id>"
 
 
 def pick_examples(items: Iterable[Mapping], key: str, limit: int) -> list:

@@ -335,7 +335,7 @@ def test_quarantine_summary_leaves_the_detail_out():
     assert summary["by_reason"] == {"invalid_email": 1, "invalid_id": 1, "invalid_phone": 2}
     assert summary["flagged"] == {"invalid_email": 1, "invalid_phone": 2}
     assert summary["entries"] == 4
-    assert [e["customer_id"] for e in summary["examples"]] == ["C1", "<email>", "C3", "C4"]
+    assert [e["customer_id"] for e in summary["examples"]] == ["C1", "<invalid id>", "C3", "C4"]
     assert summary["examples"][0] == {
         "file": "customers.csv", "row": 4, "customer_id": "C1", "column": "email",
         "reason": "invalid_email", "action": "flagged",
