@@ -21,9 +21,10 @@ export AIRFLOW__LOGGING__LOGGING_LEVEL ?= WARNING
 BENCH_ARGS ?=  # e.g. BENCH_ARGS="--customers 20000 --ledger sqlite"
 CYCLE ?= $(shell ls sample_data/cycles 2>/dev/null | sort | tail -n 1)
 
-# `make airflow`: the UI's port, and where the running Airflow's process group id is kept.
+# `make airflow`: the UI's port, and where the running Airflow's session id is kept.
 AIRFLOW_PORT ?= 8080
-AIRFLOW_PID := $(AIRFLOW_HOME)/standalone.pgid
+AIRFLOW_PID := $(AIRFLOW_HOME)/standalone.sid
+AIRFLOW_LOG_LEVEL ?= INFO
 # Airflow pools: how many notify tasks (chunks) may send at once over every running cycle.
 # Each e-mail task keeps up to 4 SMTP connections; each SMS task paces itself at
 # INVOICES_SMS_RATE. So the relay sees at most 4 x SMTP_POOL_SLOTS connections.
@@ -42,7 +43,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # Airflow's own database (SQLite under $(AIRFLOW_HOME) unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN).
 airflow-db: install
-	@mkdir -p "$(AIRFLOW_HOME)"
+	@mkdir -p "$(INVOICES_HOME)" "$(AIRFLOW_HOME)"
 	@$(BIN)/airflow db migrate > "$(INVOICES_HOME)/airflow-migrate.log" 2>&1 \
 		|| { cat "$(INVOICES_HOME)/airflow-migrate.log"; echo "airflow db migrate failed"; exit 1; }
 
@@ -60,41 +61,54 @@ run: pools
 	@$(BIN)/invoices report $(CYCLE)
 
 # Airflow with its UI on the embedded setup (LocalExecutor, SQLite), in the background: scheduler,
-# DAG processor, triggerer and API server in one process group, stopped by `make airflow-stop`.
+# DAG processor, triggerer and API server in a session of their own (setsid), which
+# `make airflow-stop` ends. Task logs at AIRFLOW_LOG_LEVEL, so the report task's table shows.
 airflow: pools
-	@if [ -f "$(AIRFLOW_PID)" ] && kill -0 -- -$$(cat "$(AIRFLOW_PID)") 2>/dev/null; then \
-		echo "Airflow is already running (process group $$(cat "$(AIRFLOW_PID)")): make airflow-stop"; exit 1; fi
+	@if [ -f "$(AIRFLOW_PID)" ] && pgrep -s "$$(cat "$(AIRFLOW_PID)")" > /dev/null; then \
+		echo "Airflow is already running (session $$(cat "$(AIRFLOW_PID)")): make airflow-stop"; exit 1; fi
+	@$(BIN)/python -c "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', $(AIRFLOW_PORT)))" 2>/dev/null \
+		|| { echo "port $(AIRFLOW_PORT) is taken: stop what runs there, or AIRFLOW_PORT=<port> make airflow"; exit 1; }
+	@$(BIN)/python -c "import sys; from airflow.dag_processing.dagbag import DagBag; \
+		bag = DagBag(dag_folder='$(AIRFLOW__CORE__DAGS_FOLDER)'); \
+		[print(f'{file}: {error}') for file, error in bag.import_errors.items()]; \
+		sys.exit(1 if bag.import_errors else 0)" > "$(INVOICES_HOME)/airflow-parse.log" 2>&1 \
+		|| { tail -n 20 "$(INVOICES_HOME)/airflow-parse.log"; echo "the DAGs do not parse"; exit 1; }
 	@$(BIN)/airflow dags reserialize > "$(INVOICES_HOME)/airflow-reserialize.log" 2>&1 \
-		|| { tail -n 20 "$(INVOICES_HOME)/airflow-reserialize.log"; echo "the DAGs do not parse"; exit 1; }
+		|| { tail -n 20 "$(INVOICES_HOME)/airflow-reserialize.log"; echo "airflow dags reserialize failed"; exit 1; }
 	@AIRFLOW__API__PORT=$(AIRFLOW_PORT) AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
 		AIRFLOW__API__HOST=$${AIRFLOW__API__HOST:-127.0.0.1} AIRFLOW__API__WORKERS=$${AIRFLOW__API__WORKERS:-1} \
 		AIRFLOW__CORE__PARALLELISM=$${AIRFLOW__CORE__PARALLELISM:-8} \
+		AIRFLOW__LOGGING__LOGGING_LEVEL=$(AIRFLOW_LOG_LEVEL) \
 		PATH="$(BIN):$$PATH" setsid $(BIN)/airflow standalone > "$(INVOICES_HOME)/airflow.log" 2>&1 < /dev/null & \
 		echo $$! > "$(AIRFLOW_PID)"
 	@echo "starting Airflow (log: $(INVOICES_HOME)/airflow.log)"
-	@for i in $$(seq 1 240); do \
-		kill -0 -- -$$(cat "$(AIRFLOW_PID)") 2>/dev/null || { tail -n 30 "$(INVOICES_HOME)/airflow.log"; \
-			echo "Airflow stopped while starting"; rm -f "$(AIRFLOW_PID)"; exit 1; }; \
+	@session=$$(cat "$(AIRFLOW_PID)"); for i in $$(seq 1 240); do \
+		kill -0 "$$session" 2>/dev/null || { tail -n 30 "$(INVOICES_HOME)/airflow.log"; \
+			pkill -KILL -s "$$session"; rm -f "$(AIRFLOW_PID)"; echo "Airflow stopped while starting"; exit 1; }; \
 		$(BIN)/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(AIRFLOW_PORT)/api/v2/monitor/health', timeout=2)" \
 			2>/dev/null && break; \
-		[ $$i -lt 240 ] || { kill -KILL -- -$$(cat "$(AIRFLOW_PID)"); rm -f "$(AIRFLOW_PID)"; \
+		[ $$i -lt 240 ] || { pkill -KILL -s "$$session"; rm -f "$(AIRFLOW_PID)"; \
 			echo "Airflow did not answer on port $(AIRFLOW_PORT) in 4 minutes: stopped it"; exit 1; }; \
 		sleep 1; done
-	@$(BIN)/python -c "import json, sys; users = json.load(open(sys.argv[1])); \
-		print('Airflow UI: http://127.0.0.1:$(AIRFLOW_PORT)'); \
-		[print(f'login: {user} / password: {secret}') for user, secret in users.items()]" \
-		"$(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
+	@echo "Airflow UI: http://127.0.0.1:$(AIRFLOW_PORT)"
+	@passwords="$(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"; \
+	if [ -f "$$passwords" ]; then $(BIN)/python -c "import json, sys; \
+		[print(f'login: {user} / password: {secret}') for user, secret in json.load(open(sys.argv[1])).items()]" \
+		"$$passwords"; else echo "login: as [core] simple_auth_manager_users configures it"; fi
 	@echo "DAGs start paused: unpause invoice_cycle in the UI or with 'airflow dags unpause invoice_cycle'"
 	@echo "stop with: make airflow-stop"
 
-# Stops the whole process tree of `make airflow` (its process group), gently then for good.
+# Ends every process of the session `make airflow` started (task processes included, which
+# Airflow puts in process groups of their own), gently then for good.
 airflow-stop:
 	@if [ ! -f "$(AIRFLOW_PID)" ]; then echo "Airflow is not running (no $(AIRFLOW_PID))"; exit 0; fi; \
-	group=$$(cat "$(AIRFLOW_PID)"); \
-	kill -TERM -- -$$group 2>/dev/null; \
-	for i in $$(seq 1 30); do kill -0 -- -$$group 2>/dev/null || break; sleep 1; done; \
-	kill -KILL -- -$$group 2>/dev/null; \
-	rm -f "$(AIRFLOW_PID)"; echo "Airflow stopped (process group $$group)"
+	session=$$(cat "$(AIRFLOW_PID)"); \
+	if ! pgrep -s "$$session" -f airflow > /dev/null; then \
+		rm -f "$(AIRFLOW_PID)"; echo "Airflow is not running (session $$session has ended)"; exit 0; fi; \
+	pkill -TERM -s "$$session"; \
+	for i in $$(seq 1 30); do pgrep -s "$$session" > /dev/null || break; sleep 1; done; \
+	pkill -KILL -s "$$session"; \
+	rm -f "$(AIRFLOW_PID)"; echo "Airflow stopped (session $$session)"
 
 test: install
 	$(BIN)/pytest
