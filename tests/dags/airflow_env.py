@@ -16,7 +16,10 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
         AIRFLOW_HOME=str(home / "airflow"),
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DEFAULT_TIMEZONE="Europe/Bucharest",  # as the Makefile sets it
+        # as the Makefile sets them
+        AIRFLOW__CORE__DEFAULT_TIMEZONE="Europe/Bucharest",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="storage.airflow_sqlite.CONNECT_ARGS",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC="storage.airflow_sqlite.CONNECT_ARGS",
     )
     env.update(extra)
     return env
