@@ -72,8 +72,7 @@ class BilledPeriod:
 
     cycle_id: str
     start: date  # first day billed
-    end: date  # last day billed, inclusive
-    bill_day: date  # the bill-cycle day the run belongs to (the interval's end)
+    end: date  # last day billed, inclusive; the bill-cycle day is the day after
 
 
 def billed_period(
@@ -97,7 +96,6 @@ def billed_period(
         cycle_id=cycle_id_for(bill_day),
         start=start.date(),
         end=bill_day - timedelta(days=1),
-        bill_day=bill_day,
     )
 
 

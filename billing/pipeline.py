@@ -33,11 +33,13 @@ from billing.staging import (
     read_chunk_customer_ids,
     stage_cycle,
 )
+from notifiers.delivery import FAILED_PERMANENT, FAILED_RETRYABLE
 from storage.archive import open_archive
 from storage.blobs import open_store
 from storage.ledger import invoice_documents, invoices, notices, open_ledger, runs
 
 CHANNELS = ("email", "sms")
+FAILED = (FAILED_PERMANENT, FAILED_RETRYABLE)  # notice states a resend puts back in the outbox
 
 
 def new_run_id(prefix: str = "cli") -> str:
@@ -162,7 +164,7 @@ def resend_failed(
             .where(
                 notices.c.cycle_id == cycle_id,
                 notices.c.channel.in_(channels),
-                notices.c.status.in_(("failed-permanent", "failed-retryable")),
+                notices.c.status.in_(FAILED),
             )
             .values(status="pending", updated_at=datetime.now(UTC))
         )
@@ -268,7 +270,6 @@ def document_counts(settings: Settings, cycle_id: str, run_id: str) -> tuple[int
 
 
 REPORT_EXAMPLES = 20  # example rows per list in the report
-FAILED = ("failed-permanent", "failed-retryable")
 FAILURE_SCAN = 1000  # failed notices read to choose the examples from
 REASON_LIMIT = 300  # characters of a failure reason kept in the report
 
