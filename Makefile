@@ -19,8 +19,8 @@ export AIRFLOW__CORE__DEFAULT_TIMEZONE ?= Europe/Bucharest
 # Airflow's own database is SQLite under AIRFLOW_HOME unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
 # names another: then a long busy timeout, so its processes wait for each other's writes.
 ifeq ($(filter sqlite%,$(AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)),$(AIRFLOW__DATABASE__SQL_ALCHEMY_CONN))
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= storage.airflow_sqlite.CONNECT_ARGS
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC ?= storage.airflow_sqlite.CONNECT_ARGS
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= billing.airflow_db.CONNECT_ARGS
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC ?= billing.airflow_db.CONNECT_ARGS
 endif
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= WARNING
 
@@ -52,7 +52,7 @@ airflow-db: install
 	@mkdir -p "$(INVOICES_HOME)" "$(AIRFLOW_HOME)"
 	@$(BIN)/airflow db migrate > "$(INVOICES_HOME)/airflow-migrate.log" 2>&1 \
 		|| { cat "$(INVOICES_HOME)/airflow-migrate.log"; echo "airflow db migrate failed"; exit 1; }
-	@$(BIN)/python -m storage.airflow_sqlite
+	@$(BIN)/python -m billing.airflow_db
 
 # The pools the notify tasks run in; `airflow pools set` updates them when they exist.
 # (`make run` needs none: `airflow dags test` runs the tasks in-process, outside the pools.)

@@ -33,14 +33,14 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from billing.issuing import (
+from billing.stages.issuing import (
     IssueResult,
     _invoice_rows,  # the insert floor builds the very rows that issuing inserts
     format_number,
     issue_invoices,
     register_cycle,
 )
-from billing.staging import load_staged, read_chunk, stage_cycle
+from billing.stages.staging import load_staged, read_chunk, stage_cycle
 from sample_data.generator import write_cycle
 from storage.blobs import open_store
 from storage.ledger import invoice_lines, invoice_vat, invoices, open_ledger

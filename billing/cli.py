@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from billing.config import Settings
-from billing.errors import InvoicePipelineError
+from billing.domain.errors import InvoicePipelineError
 
 app = typer.Typer(
     help="Batch invoice issuance: sample cycles, runs, the last-six view, audits.",
@@ -78,7 +78,7 @@ def view(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (contract 4)."),
 ) -> None:
     """A customer's last six invoices, newest first, with download links."""
-    from billing.view import last_invoices
+    from billing.stages.view import last_invoices
     from storage.archive import open_archive
     from storage.ledger import open_ledger
 
@@ -113,7 +113,7 @@ app.add_typer(audit, name="audit")
 def audit_verify(cycle_id: str = typer.Argument(..., help="Cycle id.")) -> None:
     """Re-read every object of the cycle and check it against the manifest, the manifest chain
     and the ledger, and that the series has no gaps. Exit 0 only when all agree."""
-    from billing.audit import verify_cycle
+    from billing.stages.audit import verify_cycle
     from storage.archive import open_archive
     from storage.ledger import open_ledger
 
@@ -137,7 +137,7 @@ def audit_download(
     """Download a cycle's PDFs and manifest, verifying each file against the manifest."""
     from rich.progress import Progress
 
-    from billing.audit import download_cycle, manifest_size
+    from billing.stages.audit import download_cycle, manifest_size
     from storage.archive import open_archive
     from storage.ledger import open_ledger
 
@@ -204,8 +204,8 @@ def notices_resend(
 
 
 def print_report(report: dict) -> None:
-    """The run report as the plain-text tables the finalize task logs (billing.report_text)."""
-    from billing.report_text import format_report
+    """The run report as the plain-text tables the finalize task logs (billing.stages.report_text)."""
+    from billing.stages.report_text import format_report
 
     typer.echo(format_report(report))
 

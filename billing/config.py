@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from billing.errors import ConfigurationError
+from billing.domain.errors import ConfigurationError
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SAMPLE_CYCLES = CHECKOUT / "sample_data" / "cycles"

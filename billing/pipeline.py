@@ -17,16 +17,16 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from billing.archiving import ArchiveResult, archive_invoices, finalize_manifest
 from billing.config import Settings
-from billing.cycles import BilledPeriod, check_period
-from billing.errors import InputError
-from billing.issuing import IssueResult, issue_invoices, register_cycle
-from billing.model import ChunkRef
-from billing.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
-from billing.printing import PrintResult, print_pending
-from billing.report_text import mask_contacts, pick_examples, safe_customer_id
-from billing.staging import (
+from billing.domain.cycles import BilledPeriod, check_period
+from billing.domain.errors import InputError
+from billing.domain.model import ChunkRef
+from billing.stages.archiving import ArchiveResult, archive_invoices, finalize_manifest
+from billing.stages.issuing import IssueResult, issue_invoices, register_cycle
+from billing.stages.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
+from billing.stages.printing import PrintResult, print_pending
+from billing.stages.report_text import mask_contacts, pick_examples, safe_customer_id
+from billing.stages.staging import (
     StagedCycle,
     load_staged,
     read_chunk,

@@ -1,7 +1,7 @@
 """Verify one cycle's archive on demand (auditors): every object against the manifest, the
 manifest chain and the ledger, and the series for gaps.
 
-A thin wrapper on `billing.audit.verify_cycle` (the `invoices audit verify` command): the task
+A thin wrapper on `billing.stages.audit.verify_cycle` (the `invoices audit verify` command): the task
 fails, listing every problem in its log, unless everything agrees.
 """
 
@@ -29,10 +29,10 @@ def invoice_audit_verify():
         import logging
 
         from airflow.sdk.exceptions import AirflowFailException
+        from airflow_runtime.connections import settings_with_connections
 
-        from billing.audit import verify_cycle
         from billing.config import Settings
-        from billing.connections import settings_with_connections
+        from billing.stages.audit import verify_cycle
         from storage.archive import open_archive
         from storage.ledger import open_ledger
 

@@ -22,7 +22,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from billing.cycles import TIMEZONE, bill_cycle_days, cron_for, dag_id_for
+from billing.domain.cycles import TIMEZONE, bill_cycle_days, cron_for, dag_id_for
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ def _settings():
     """Settings from the environment (contract 3), with S3/SNS and SMTP taken from the Airflow
     connections named by INVOICES_AWS_CONN_ID / INVOICES_SMTP_CONN_ID when set. Called inside
     tasks only: connections are looked up at run time, never while parsing."""
+    from airflow_runtime.connections import settings_with_connections
+
     from billing.config import Settings
-    from billing.connections import settings_with_connections
 
     return settings_with_connections(Settings.from_env())
 
@@ -61,7 +62,7 @@ def _fail_fast():
     """Bad input or configuration will not mend itself: fail the task without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from billing.errors import ConfigurationError, CycleConflictError, InputError
+    from billing.domain.errors import ConfigurationError, CycleConflictError, InputError
 
     try:
         yield
@@ -100,7 +101,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
         @task
         def stage() -> dict:
             from billing import pipeline
-            from billing.cycles import resolve_cycle
+            from billing.domain.cycles import resolve_cycle
 
             context = get_current_context()
             # Scheduled and backfill runs bill the period of their data interval. Any other run
@@ -133,7 +134,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
         @task(map_index_template="{{ chunk_label }}")
         def render_archive(chunk: dict) -> int:
             from billing import pipeline
-            from billing.model import ChunkRef
+            from billing.domain.model import ChunkRef
 
             ref = ChunkRef.from_dict(chunk)
             context = get_current_context()
@@ -144,7 +145,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
             """Send one channel's notices of the chunk from the outbox; backfills send none
             unless asked."""
             from billing import pipeline
-            from billing.model import ChunkRef
+            from billing.domain.model import ChunkRef
 
             ref = ChunkRef.from_dict(chunk)
             context = get_current_context()
@@ -180,7 +181,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
             """Manifest and run report, logged as a table. Counts come from the ledger, so
             retried or re-run tasks are counted once."""
             from billing import pipeline
-            from billing.report_text import format_report
+            from billing.stages.report_text import format_report
 
             result = pipeline.finalize_report(
                 _settings(), staged["cycle_id"], get_current_context()["run_id"]

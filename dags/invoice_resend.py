@@ -34,9 +34,10 @@ from airflow.sdk import Param, dag, get_current_context, task
 )
 def invoice_resend_failed():
     def _resend(channel: str) -> dict:
+        from airflow_runtime.connections import settings_with_connections
+
         from billing import pipeline
         from billing.config import Settings
-        from billing.connections import settings_with_connections
 
         context = get_current_context()
         params = context["params"]

@@ -3,7 +3,7 @@
 `EmailNotifier` sends a batch through a small pool of reused SMTP connections (aiosmtplib).
 Each message gets a Message-ID derived from its idempotency key, so a re-sent notice carries the
 same Message-ID and receivers can drop the duplicate. Failures are sorted as the error hierarchy
-of `billing.errors` says:
+of `billing.domain.errors` says:
 
     RetryableDeliveryError   4xx replies, timeouts, dropped connections: retried with capped
                              exponential backoff and full jitter; after the last attempt the
@@ -42,7 +42,7 @@ from pathlib import Path
 import aiosmtplib
 
 from billing.config import TLS_MODES, Settings
-from billing.errors import (
+from billing.domain.errors import (
     ConfigurationError,
     DeliveryError,
     PermanentDeliveryError,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pypdf import PdfReader, PdfWriter
 
-from billing.model import Address
+from billing.domain.model import Address
 
 CSV_COLUMNS = (
     "sequence", "invoice_number", "customer_id", "name", "street", "postal_code", "city",

@@ -13,7 +13,7 @@ connections are "failed-retryable"; a parameter SNS rejects (a phone number it c
 "failed-permanent". Phone numbers and texts never reach the log: numbers appear masked
 ("+40******456"), texts not at all.
 
-SNS uses `settings.sns_client` when set (inside Airflow, `billing.connections` builds it from
+SNS uses `settings.sns_client` when set (inside Airflow, `airflow_runtime.connections` builds it from
 the AWS connection `INVOICES_AWS_CONN_ID` names), else boto3's own settings (`AWS_ENDPOINT_URL`,
 `AWS_DEFAULT_REGION`, credentials). A `client` passed to `SmsNotifier.from_settings` wins over both.
 """
@@ -37,8 +37,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from billing.config import Settings
-from billing.errors import ConfigurationError
-from billing.model import IssuedInvoice
+from billing.domain.errors import ConfigurationError
+from billing.domain.gsm import GSM7, SINGLE_GSM7, segments, septets, transliterate
+from billing.domain.model import IssuedInvoice
 from notifiers.delivery import (
     FAILED_PERMANENT,
     FAILED_RETRYABLE,
@@ -46,7 +47,6 @@ from notifiers.delivery import (
     DeliveryResult,
     Outgoing,
 )
-from notifiers.gsm import GSM7, SINGLE_GSM7, segments, septets, transliterate
 from renderers.formats import format_amount, format_date
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from reportlab import rl_config
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen.canvas import Canvas
 
-from billing.model import IssuedInvoice, Supplier
-from billing.validation import normalize_text
+from billing.domain.model import IssuedInvoice, Supplier
+from billing.domain.validation import normalize_text
 from renderers.fonts import FONT_FILE, FONT_NAME, register_font
 from renderers.formats import (
     format_amount,

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from billing.model import IssuedInvoice, Supplier
+from billing.domain.model import IssuedInvoice, Supplier
 from renderers.formats import format_amount, format_date
 
 TEMPLATES = Path(__file__).with_name("templates")

@@ -32,9 +32,9 @@ from reportlab.lib.utils import simpleSplit
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
-from billing.errors import InvoicePipelineError
-from billing.model import Customer, InvoiceLine, IssuedInvoice, Supplier
-from billing.validation import normalize_text
+from billing.domain.errors import InvoicePipelineError
+from billing.domain.model import Customer, InvoiceLine, IssuedInvoice, Supplier
+from billing.domain.validation import normalize_text
 from renderers.blocks import Block, Color, Style, draw_page, paginate
 from renderers.fonts import FONT_DISPLAY_NAME, FONT_NAME, register_font, undrawable
 from renderers.formats import (

@@ -13,8 +13,8 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from billing.model import Address, Customer, InvoiceLine, IssuedInvoice, VatLine
-from billing.money import compute_totals, line_net
+from billing.domain.model import Address, Customer, InvoiceLine, IssuedInvoice, VatLine
+from billing.domain.money import compute_totals, line_net
 from renderers.pdf import render_invoice
 from renderers.supplier import load_supplier
 

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from billing.errors import ConfigurationError
-from billing.model import Supplier
-from billing.validation import valid_cui
+from billing.domain.errors import ConfigurationError
+from billing.domain.model import Supplier
+from billing.domain.validation import valid_cui
 from renderers.labels import LABELS
 
 DEFAULT_PATH = Path(__file__).with_name("supplier.json")

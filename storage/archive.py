@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from billing.errors import ArchiveConflictError
+from billing.domain.errors import ArchiveConflictError
 from storage.blobs import clean_key, write_temp_beside
 
 

@@ -191,7 +191,7 @@ notices = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("sent_at", sa.DateTime(timezone=True)),
     sa.Column("run_id", sa.String(250)),
-    # the notify run holding the notice while it is "sending" (see billing.notifying)
+    # the notify run holding the notice while it is "sending" (see billing.stages.notifying)
     sa.Column("claim_token", sa.String(64)),
     sa.Index("ix_notices_cycle_status", "cycle_id", "channel", "status"),
 )

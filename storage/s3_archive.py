@@ -40,7 +40,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from billing.errors import ArchiveConflictError, ArchiveError, ConfigurationError
+from billing.domain.errors import ArchiveConflictError, ArchiveError, ConfigurationError
 from storage.archive import StoredObject
 
 log = logging.getLogger(__name__)

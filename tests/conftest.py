@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from billing.config import Settings
+from tests.support.paths import SAMPLES
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "sample_data" / "cycles"
 # The machine's PostgreSQL (trust auth). CI requires it: a missing server fails, never skips.
 PG_ADMIN_URL = os.environ.get(
     "INVOICES_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

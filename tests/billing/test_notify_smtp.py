@@ -10,7 +10,6 @@ import sys
 import threading
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -19,14 +18,11 @@ import notifiers.email
 from billing import pipeline
 from notifiers.email import EmailNotifier, message_id
 from storage.ledger import notices, open_ledger
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "notifiers"))
-from smtp_server import REFUSED_REPLY, RecordingHandler, smtp_server  # noqa: E402
+from tests.support.paths import REPO, SAMPLES
+from tests.support.smtp import REFUSED_REPLY, RecordingHandler, smtp_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "sample_data" / "cycles"
 CYCLE = "2026-11"
 # Small backoff and command timeout: the settings have no knob for either (nor for the pool).
 FAST = {"timeout": 5.0, "max_attempts": 5, "backoff_base": 0.01, "backoff_cap": 0.05}

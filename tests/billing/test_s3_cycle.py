@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date
-from pathlib import Path
 
 import boto3
 import httpx
 import pytest
 
 from billing import pipeline
-from billing.audit import verify_cycle
-from billing.view import last_invoices
+from billing.stages.audit import verify_cycle
+from billing.stages.view import last_invoices
 from storage.archive import open_archive, sha256_hex
 from storage.ledger import open_ledger
+from tests.support.paths import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "sample_data" / "cycles"
 REGION = {"LocationConstraint": "eu-central-1"}
 
 

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from airflow_env import REPO, airflow_env  # noqa: E402
+from tests.support.airflow_env import REPO, airflow_env
 
 BIN = Path(sys.executable).parent
 BAD_ROWS = json.loads((REPO / "sample_data/cycles/2026-11/BAD_ROWS.json").read_text())

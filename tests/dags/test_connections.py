@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from storage.archive import open_archive
+from tests.support.paths import DAGS
 
-DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "invoice_cycle.py"
+DAG_FILE = DAGS / "invoice_cycle.py"
 
 
 def test_s3_client_comes_from_the_airflow_connection(s3_bucket, monkeypatch, tmp_path):

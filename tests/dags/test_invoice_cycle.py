@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).parent))
-from airflow_env import REPO, airflow_env  # noqa: E402
+from tests.support.airflow_env import REPO, airflow_env
 
 BIN = Path(sys.executable).parent
 

@@ -20,7 +20,7 @@ import pytest
 
 from billing import pipeline
 from billing.config import Settings
-from billing.cycles import (
+from billing.domain.cycles import (
     bill_cycle_days,
     billed_period,
     check_period,
@@ -28,12 +28,9 @@ from billing.cycles import (
     dag_id_for,
     resolve_cycle,
 )
-from billing.errors import ConfigurationError, InputError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from airflow_env import REPO, airflow_env  # noqa: E402
-
-SAMPLES = REPO / "sample_data" / "cycles"
+from billing.domain.errors import ConfigurationError, InputError
+from tests.support.airflow_env import airflow_env
+from tests.support.paths import REPO, SAMPLES
 
 # What the scheduler and a backfill would do with the parsed DAGs, printed as JSON.
 TIMETABLE = """

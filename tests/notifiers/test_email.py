@@ -7,9 +7,7 @@ import email.policy
 import hashlib
 import logging
 import socket
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,11 +17,8 @@ from notifiers.email import EmailNotifier, EmlFileNotifier, email_notifier, mess
 from renderers.messages import render_email
 from renderers.pdf import render_invoice
 from renderers.supplier import load_supplier
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "renderers"))
-from factory import make_invoice  # noqa: E402
-from smtp_server import (  # noqa: E402
+from tests.support.factory import make_invoice
+from tests.support.smtp import (
     REFUSED_REPLY,
     TRANSIENT_REPLY,
     Authenticator,

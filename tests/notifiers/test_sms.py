@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import threading
 import urllib.request
 import uuid
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import boto3
@@ -20,14 +18,12 @@ from botocore.config import Config
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.errors import ConfigurationError
+from billing.domain.errors import ConfigurationError
+from billing.domain.gsm import segments, septets, transliterate
 from notifiers.delivery import DeliveryResult, Outgoing
-from notifiers.gsm import segments, septets, transliterate
 from notifiers.sms import FileTransport, SmsNotifier, SnsTransport, mask_phone, render_sms
 from renderers.formats import format_amount
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "renderers"))
-from factory import customer, line, make_invoice  # noqa: E402
+from tests.support.factory import customer, line, make_invoice
 
 SUPPLIER = "Telecom Exemplu Ștefănești S.A."
 LONG_SUPPLIER = (

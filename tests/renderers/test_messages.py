@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from renderers.messages import render_email
 from renderers.supplier import load_supplier
-
-sys.path.insert(0, str(Path(__file__).parent))
-from factory import customer, line, make_invoice  # noqa: E402
+from tests.support.factory import customer, line, make_invoice
 
 SUPPLIER = load_supplier()
 LINK = "https://facturi.telecom-exemplu.ro/d/OR00000001?sig=a1&exp=2"

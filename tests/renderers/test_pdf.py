@@ -9,26 +9,23 @@ import socket
 import subprocess
 import sys
 from dataclasses import fields, replace
-from pathlib import Path
 
 import pypdf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.model import Supplier
-from billing.validation import normalize_text
+from billing.domain.model import Supplier
+from billing.domain.validation import normalize_text
 from renderers.blocks import paginate
 from renderers.fonts import undrawable
 from renderers.labels import LABELS
 from renderers.pdf import RenderError, render_invoice
 from renderers.sample_page import sample_invoice
 from renderers.supplier import load_supplier
+from tests.support.factory import customer, line, make_invoice
+from tests.support.paths import REPO
 
-sys.path.insert(0, str(Path(__file__).parent))
-from factory import customer, line, make_invoice  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
 SUPPLIER = load_supplier()
 CEDILLA_FORMS = "şţŞŢ"
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from billing.errors import ConfigurationError
-from billing.validation import valid_cui
+from billing.domain.errors import ConfigurationError
+from billing.domain.validation import valid_cui
 from renderers.supplier import (
     DEFAULT_PATH,
     SupplierProfile,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from billing.errors import ArchiveConflictError
+from billing.domain.errors import ArchiveConflictError
 from storage.archive import LocalArchive, sha256_hex
 
 

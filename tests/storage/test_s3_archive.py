@@ -16,7 +16,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from billing.errors import ArchiveConflictError, ArchiveError, ConfigurationError
+from billing.domain.errors import ArchiveConflictError, ArchiveError, ConfigurationError
 from storage.archive import open_archive, sha256_hex
 from storage.s3_archive import LIFECYCLE_RULE_ID, S3Archive, apply_lifecycle
 

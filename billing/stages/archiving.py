@@ -1,0 +1,209 @@
+"""Render each issued invoice to PDF once, archive it, and record it in the ledger; then the
+cycle manifest.
+
+Idempotent and crash-safe: a chunk re-run renders only invoices without a document row; an
+invoice rendered and stored before a crash, but not yet recorded, renders to the same bytes
+again (rendering is deterministic), so the archive's write-once check passes and the row is
+written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from billing.domain.errors import ArchiveError, InvoicePipelineError
+from billing.domain.model import IssuedInvoice, Supplier
+from storage.archive import Archive, StoredObject
+from storage.invoice_records import load_invoices, numbers_without_document
+from storage.ledger import cycles, invoice_documents, invoices, lock_manifest_chain, manifests
+
+Renderer = Callable[[IssuedInvoice, Supplier], bytes]
+BATCH = 100
+UPLOADERS = 8  # concurrent archive writes per chunk
+RETENTION_YEARS = 10
+
+
+def invoice_key(customer_id: str, number: str) -> str:
+    return f"invoices/{customer_id}/{number}.pdf"
+
+
+def manifest_key(cycle_id: str) -> str:
+    return f"manifests/{cycle_id}.json"
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    archived: int = 0
+
+    def __add__(self, other: ArchiveResult) -> ArchiveResult:
+        return ArchiveResult(self.archived + other.archived)
+
+
+def retention_end(issue_date: date, years: int = RETENTION_YEARS) -> date:
+    """Last day an invoice must be kept: the end of its financial year plus `years`
+    (Law 82/1991 art. 25: ten years from the end of the year it was drawn up)."""
+    return date(issue_date.year + years, 12, 31)
+
+
+def archive_invoices(
+    engine: Engine,
+    archive: Archive,
+    cycle_id: str,
+    customer_ids: Sequence[str],
+    run_id: str,
+    supplier: Supplier,
+    render: Renderer,
+    template_version: str,
+    retention_years: int = RETENTION_YEARS,
+    uploaders: int = UPLOADERS,
+) -> ArchiveResult:
+    """Render and archive the invoices of `customer_ids` in the cycle that have no document yet.
+
+    Rendering runs in this thread (it is CPU-bound); uploads overlap it in a bounded pool.
+    """
+    with engine.connect() as conn:
+        pending = numbers_without_document(conn, cycle_id, customer_ids)
+    result = ArchiveResult()
+    failures: list[str] = []
+    with ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="archive") as pool:
+        for start in range(0, len(pending), BATCH):
+            with engine.connect() as conn:
+                batch = load_invoices(conn, pending[start : start + BATCH])
+            uploads = []
+            for invoice in batch:
+                key = invoice_key(invoice.customer.customer_id, invoice.number)
+                retain = retention_end(invoice.issue_date, retention_years)
+                try:
+                    data = render(invoice, supplier)
+                except InvoicePipelineError as exc:  # one bad invoice must not hold up the rest
+                    failures.append(f"{invoice.number}: {exc}")
+                    continue
+                uploads.append((invoice, pool.submit(archive.put_once, key, data, retain)))
+            rows = []
+            for invoice, upload in uploads:
+                try:
+                    stored = upload.result()
+                except InvoicePipelineError as exc:
+                    failures.append(f"{invoice.number}: {exc}")
+                    continue
+                rows.append(_document_row(invoice, stored, cycle_id, template_version, run_id))
+            result += ArchiveResult(_record(engine, rows))
+    if failures:
+        shown = "; ".join(failures[:5]) + ("; ..." if len(failures) > 5 else "")
+        raise ArchiveError(
+            f"{len(failures)} invoice(s) of cycle {cycle_id} were not archived "
+            f"({result.archived} were): {shown}"
+        )
+    return result
+
+
+def _document_row(invoice, stored: StoredObject, cycle_id, template_version, run_id) -> dict:
+    return {
+        "number": invoice.number,
+        "cycle_id": cycle_id,
+        "template_version": template_version,
+        "key": stored.key,
+        "size": stored.size,
+        "sha256": stored.sha256,
+        "version_id": stored.version_id,
+        "archived_at": datetime.now(UTC),
+        "run_id": run_id,
+    }
+
+
+def _record(engine: Engine, rows: list[dict]) -> int:
+    """Insert document rows; a row another worker recorded first is left as it is."""
+    if not rows:
+        return 0
+    with engine.begin() as conn:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        done = conn.execute(
+            insert(invoice_documents).on_conflict_do_nothing(index_elements=["number"]), rows
+        )
+        return max(done.rowcount, 0)
+
+
+def build_manifest(conn: Connection, cycle_id: str, previous_sha256: str | None) -> dict:
+    """The cycle manifest (contract 4): every invoice of the cycle with its archived document."""
+    query = (
+        sa.select(
+            invoices.c.number, invoices.c.customer_id, invoices.c.issue_date, invoices.c.total,
+            invoice_documents.c.key, invoice_documents.c.size, invoice_documents.c.sha256,
+            invoice_documents.c.version_id, invoice_documents.c.template_version,
+        )
+        .select_from(invoices.outerjoin(invoice_documents))
+        .where(invoices.c.cycle_id == cycle_id)
+        .order_by(invoices.c.number)
+    )  # fmt: skip
+    rows = conn.execute(query).all()
+    missing = [r.number for r in rows if r.key is None]
+    if missing:
+        raise ArchiveError(
+            f"cycle {cycle_id}: {len(missing)} invoice(s) have no archived PDF yet "
+            f"(first: {missing[0]}); run the render step again before the manifest"
+        )
+    return {
+        "cycle_id": cycle_id,
+        "previous_sha256": previous_sha256,
+        "invoices": [
+            {
+                "number": r.number, "customer_id": r.customer_id,
+                "issue_date": r.issue_date.isoformat(), "total": f"{r.total:.2f}", "key": r.key,
+                "size": r.size, "sha256": r.sha256, "version_id": r.version_id,
+                "template_version": r.template_version,
+            }
+            for r in rows
+        ],
+    }  # fmt: skip
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+    """Canonical bytes: the same manifest always hashes the same."""
+    return (
+        json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+    )
+
+
+def finalize_manifest(
+    engine: Engine, archive: Archive, cycle_id: str, retention_years: int = RETENTION_YEARS
+) -> StoredObject:
+    """Archive the cycle manifest once and append it to the chain.
+
+    Each manifest carries the sha256 of the manifest written before it (in the order written,
+    so a backfilled cycle joins the end), forming a chain an auditor can walk back to the
+    first cycle. A re-run of a complete cycle rebuilds the same bytes: a no-op.
+    """
+    with engine.begin() as conn:
+        lock_manifest_chain(conn)
+        known = conn.execute(sa.select(manifests).where(manifests.c.cycle_id == cycle_id)).first()
+        last = conn.execute(
+            sa.select(manifests.c.sha256, manifests.c.seq).order_by(manifests.c.seq.desc()).limit(1)
+        ).first()
+        previous = known.previous_sha256 if known else (last.sha256 if last else None)
+        manifest = build_manifest(conn, cycle_id, previous)
+        issue_date = conn.execute(
+            sa.select(cycles.c.issue_date).where(cycles.c.cycle_id == cycle_id)
+        ).scalar_one()
+        stored = archive.put_once(
+            manifest_key(cycle_id),
+            manifest_bytes(manifest),
+            retention_end(issue_date, retention_years),
+        )
+        if known is None:
+            conn.execute(
+                manifests.insert().values(
+                    cycle_id=cycle_id, seq=(last.seq + 1) if last else 1, key=stored.key,
+                    size=stored.size, sha256=stored.sha256, previous_sha256=previous,
+                    version_id=stored.version_id, invoices=len(manifest["invoices"]),
+                    written_at=datetime.now(UTC),
+                )
+            )  # fmt: skip
+    return stored

@@ -1,0 +1,105 @@
+"""Render + archive: each invoice's PDF is written once, recorded with size and sha256, and a
+re-run (or a crash between storing and recording) rewrites nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from billing import pipeline
+from billing.domain.errors import ArchiveError
+from billing.stages.archiving import invoice_key, manifest_bytes
+from storage.archive import sha256_hex
+from storage.ledger import invoice_documents, invoices, open_ledger
+
+
+def documents(settings) -> dict[str, tuple]:
+    with open_ledger(settings.ledger_url).connect() as conn:
+        rows = conn.execute(sa.select(invoice_documents)).all()
+    return {r.number: (r.key, r.size, r.sha256, r.template_version) for r in rows}
+
+
+def test_cycle_run_archives_one_pdf_per_invoice_and_a_manifest(settings_for):
+    settings = settings_for()
+    report = pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    archive_root = settings.home / "archive"
+    docs = documents(settings)
+    assert report["pdfs_archived"] == report["invoices_issued"] == len(docs) > 0
+    with open_ledger(settings.ledger_url).connect() as conn:
+        owners = dict(conn.execute(sa.select(invoices.c.number, invoices.c.customer_id)).all())
+    for number, (key, size, sha, template) in docs.items():
+        assert key == invoice_key(owners[number], number)
+        data = (archive_root / key).read_bytes()
+        assert data.startswith(b"%PDF") and len(data) == size and sha256_hex(data) == sha
+        assert template == "v1"
+
+    manifest_path = archive_root / "manifests" / "2026-11.json"
+    manifest = json.loads(manifest_path.read_bytes())
+    assert manifest_bytes(manifest) == manifest_path.read_bytes()
+    assert report["manifest"]["sha256"] == sha256_hex(manifest_path.read_bytes())
+    assert [e["number"] for e in manifest["invoices"]] == sorted(docs)
+    entry = manifest["invoices"][0]
+    assert (entry["key"], entry["size"], entry["sha256"]) == docs[entry["number"]][:3]
+    assert set(entry) >= {
+        "number",
+        "customer_id",
+        "issue_date",
+        "total",
+        "key",
+        "size",
+        "sha256",
+        "version_id",
+    }
+
+
+def test_rerun_and_crash_recovery_rewrite_nothing(settings_for):
+    settings = settings_for()
+    pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    before = documents(settings)
+    files = {p: p.stat() for p in (settings.home / "archive" / "invoices").rglob("*.pdf")}
+
+    # a crash after the PDFs were stored but before they were recorded
+    lost = sorted(before)[:25]
+    with open_ledger(settings.ledger_url).begin() as conn:
+        conn.execute(invoice_documents.delete().where(invoice_documents.c.number.in_(lost)))
+
+    again = pipeline.run_cycle(settings, "2026-11", run_id="run-2")
+    assert (again["invoices_issued"], again["pdfs_archived"]) == (0, 25)
+    assert again["pdfs_existing"] == len(before) - 25
+    assert documents(settings) == before
+    for path, stat in files.items():
+        assert path.stat().st_ino == stat.st_ino and path.stat().st_mtime_ns == stat.st_mtime_ns
+
+    third = pipeline.run_cycle(settings, "2026-11", run_id="run-3")
+    assert (third["invoices_issued"], third["pdfs_archived"], third["pdfs_existing"]) == (
+        0,
+        0,
+        len(before),
+    )
+
+
+def test_an_invoice_that_cannot_render_fails_the_chunk_after_the_others(settings_for, monkeypatch):
+    from renderers import pdf
+
+    settings = settings_for()
+    pipeline.start_run(settings, "2026-11", "run-1")
+    pipeline.stage(settings, "2026-11")
+    pipeline.issue(settings, "2026-11", "run-1")
+    real = pdf.render_invoice
+
+    def render(invoice, supplier):
+        if invoice.number == "OR00000007":
+            raise pdf.RenderError("customer name: U+1F680 '🚀' cannot be drawn")
+        return real(invoice, supplier)
+
+    monkeypatch.setattr(pdf, "render_invoice", render)
+    with pytest.raises(
+        ArchiveError, match=r"1 invoice\(s\) of cycle 2026-11 were not archived .*OR00000007"
+    ):
+        pipeline.archive_cycle(settings, "2026-11", "run-1")
+    docs = documents(settings)
+    assert "OR00000007" not in docs and len(docs) == 300
+    with pytest.raises(ArchiveError, match="have no archived PDF yet"):
+        pipeline.finalize_report(settings, "2026-11", "run-1")

@@ -1,0 +1,147 @@
+"""Auditor tools: verify agrees with an untouched archive and names every tampered invoice;
+the last-six view survives backfills in any order."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from billing import pipeline
+from billing.stages.audit import download_cycle, verify_cycle
+from billing.stages.view import last_invoices
+from sample_data.generator import write_cycle
+from storage.archive import open_archive, sha256_hex
+from storage.ledger import invoice_documents, invoices, manifests, open_ledger
+
+
+@pytest.fixture
+def two_cycles(settings_for):
+    settings = settings_for()
+    for cycle_id in ("2026-10", "2026-11"):
+        pipeline.run_cycle(settings, cycle_id)
+    return settings, open_ledger(settings.ledger_url), open_archive(settings.archive_url)
+
+
+def writable(path: Path) -> Path:
+    os.chmod(path, 0o644)
+    return path
+
+
+def test_untouched_cycles_verify_and_chain(two_cycles):
+    settings, engine, archive = two_cycles
+    assert verify_cycle(engine, archive, "2026-11") == []
+    assert verify_cycle(engine, archive, "2026-10") == []
+    with engine.connect() as conn:
+        chain = conn.execute(sa.select(manifests).order_by(manifests.c.seq)).all()
+    assert [(m.cycle_id, m.seq) for m in chain] == [("2026-10", 1), ("2026-11", 2)]
+    newest = json.loads(archive.get("manifests/2026-11.json"))
+    assert newest["previous_sha256"] == sha256_hex(archive.get("manifests/2026-10.json"))
+    assert json.loads(archive.get("manifests/2026-10.json"))["previous_sha256"] is None
+
+
+def first_entry(archive, cycle_id="2026-11") -> dict:
+    return json.loads(archive.get(f"manifests/{cycle_id}.json"))["invoices"][0]
+
+
+def test_a_changed_pdf_is_named(two_cycles):
+    settings, engine, archive = two_cycles
+    entry = first_entry(archive)
+    path = writable(settings.home / "archive" / entry["key"])
+    path.write_bytes(path.read_bytes().replace(b"%PDF", b"%PDX", 1))
+    problems = verify_cycle(engine, archive, "2026-11")
+    assert problems == [
+        f"invoice {entry['number']}: {entry['key']} sha256 {sha256_hex(path.read_bytes())[:12]}... differs from the manifest"
+    ]
+
+
+def test_a_deleted_pdf_is_named(two_cycles):
+    settings, engine, archive = two_cycles
+    entry = first_entry(archive)
+    (settings.home / "archive" / entry["key"]).unlink()
+    assert verify_cycle(engine, archive, "2026-11") == [
+        f"invoice {entry['number']}: {entry['key']} is missing from the archive"
+    ]
+
+
+def test_an_edited_manifest_is_named_and_breaks_the_chain(two_cycles):
+    settings, engine, archive = two_cycles
+    path = writable(settings.home / "archive" / "manifests" / "2026-10.json")
+    manifest = json.loads(path.read_bytes())
+    number = manifest["invoices"][3]["number"]
+    manifest["invoices"][3]["total"] = "1.00"
+    path.write_text(json.dumps(manifest))
+    problems = verify_cycle(engine, archive, "2026-10")
+    assert any(
+        "manifests/2026-10.json: sha256" in p and "the manifest was changed" in p for p in problems
+    )
+    assert any(p.startswith(f"invoice {number}: manifest total '1.00'") for p in problems)
+    newer = verify_cycle(engine, archive, "2026-11")
+    assert newer == [
+        "manifest chain: manifests/2026-10.json was changed (sha256 differs from 2026-11's link)"
+    ]
+
+
+def test_a_gap_in_the_series_is_reported(two_cycles):
+    settings, engine, archive = two_cycles
+    with engine.begin() as conn:
+        conn.execute(invoice_documents.delete().where(invoice_documents.c.number == "OR00000005"))
+        conn.execute(sa.text("DELETE FROM invoice_lines WHERE number = 'OR00000005'"))
+        conn.execute(sa.text("DELETE FROM invoice_vat WHERE number = 'OR00000005'"))
+        conn.execute(invoices.delete().where(invoices.c.number == "OR00000005"))
+    problems = verify_cycle(engine, archive, "2026-11")
+    assert "series OR: 1 number(s) missing, first 5" in problems
+
+
+def test_download_writes_the_cycle_and_its_manifest(two_cycles, tmp_path):
+    settings, engine, archive = two_cycles
+    seen = []
+    assert download_cycle(engine, archive, "2026-11", tmp_path / "dl", progress=seen.append) == []
+    manifest = json.loads((tmp_path / "dl" / "manifests" / "2026-11.json").read_bytes())
+    assert len(seen) == len(manifest["invoices"])
+    for entry in manifest["invoices"]:
+        assert sha256_hex((tmp_path / "dl" / entry["key"]).read_bytes()) == entry["sha256"]
+
+
+def test_the_view_keeps_the_six_newest_whatever_order_cycles_are_run_in(settings_for, tmp_path):
+    months = [
+        "2026-03",
+        "2026-10",
+        "2026-05",
+        "2026-11",
+        "2026-04",
+        "2026-08",
+        "2026-06",
+        "2026-07",
+    ]
+    for cycle_id in months:
+        write_cycle(tmp_path / "cycles", cycle_id, 12, seed=5)
+    settings = settings_for(source_url=tmp_path / "cycles")
+    engine, archive = open_ledger(settings.ledger_url), open_archive(settings.archive_url)
+    for cycle_id in months:  # newest cycles first, then backfills of older ones
+        pipeline.run_cycle(settings, cycle_id)
+    view = last_invoices(engine, archive, "C0000003")
+    assert [v["cycle_id"] for v in view] == [
+        "2026-11",
+        "2026-10",
+        "2026-08",
+        "2026-07",
+        "2026-06",
+        "2026-05",
+    ]
+    assert set(view[0]) == {
+        "number",
+        "cycle_id",
+        "issue_date",
+        "due_date",
+        "total",
+        "currency",
+        "sha256",
+        "url",
+    }
+    for item in view:
+        assert sha256_hex(Path(item["url"]).read_bytes()) == item["sha256"]
+    assert verify_cycle(engine, archive, "2026-06") == []

@@ -1,0 +1,209 @@
+"""Staging the cycle export: every bad row quarantined with its reason, the rest partitioned."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from billing.domain.errors import InputError
+from billing.stages.staging import read_chunk, stage_cycle
+from storage.blobs import S3Store, open_store
+from tests.support.paths import SAMPLES
+
+
+def quarantine_rows(staging, cycle_id="2026-11") -> list[dict]:
+    text = staging.read_bytes(f"{cycle_id}/quarantine.csv").decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def staged_ids(staging, staged) -> list[str]:
+    return [c.customer_id for ref in staged.chunks for c, _ in read_chunk(staging, ref)]
+
+
+def test_every_documented_bad_row_is_quarantined_and_valid_customers_kept(tmp_path):
+    staging = open_store(str(tmp_path / "staging"))
+    staged = stage_cycle(open_store(str(SAMPLES)), staging, "2026-11", chunk_size=64)
+    bad = json.loads((SAMPLES / "2026-11" / "BAD_ROWS.json").read_text())
+    report = quarantine_rows(staging)
+    found = {(r["file"], int(r["row"]), r["column"], r["reason"], r["action"]) for r in report}
+    for entry in bad:
+        action = "quarantined" if entry["quarantined"] else "flagged"
+        assert (entry["file"], entry["row"], entry["column"], entry["reason"], action) in found, (
+            entry
+        )
+
+    quarantined = {
+        e["customer_id"] for e in bad if e["quarantined"] and e["file"] == "customers.csv"
+    }
+    quarantined |= {
+        e["customer_id"] for e in bad if e["quarantined"] and e["reason"] != "unknown_customer"
+    }
+    with (SAMPLES / "2026-11" / "customers.csv").open(encoding="utf-8") as f:
+        all_ids = {row["customer_id"] for row in csv.DictReader(f)}
+    ids = staged_ids(staging, staged)
+    assert len(ids) == len(set(ids))
+    assert set(ids) == all_ids - quarantined
+    assert staged.customers == len(all_ids)
+    assert staged.quarantined_customers == len(quarantined)
+    assert staged.flagged_customers == 2
+    assert len(staged.chunks) == 5 and all(c.chunks == 5 for c in staged.chunks)
+    # each charge of a quarantined customer is reported too, so nothing disappears silently
+    with (SAMPLES / "2026-11" / "charges.csv").open(encoding="utf-8") as f:
+        orphan_rows = {
+            n for n, row in enumerate(csv.DictReader(f), start=2) if row["customer_id"] not in ids
+        }
+    assert orphan_rows == {int(r["row"]) for r in report if r["file"] == "charges.csv"}
+    assert staged.quarantined_rows == len(
+        {(r["file"], r["row"]) for r in report if r["action"] == "quarantined"}
+    )
+
+
+def test_chunk_holds_customers_with_their_charges_in_file_order(tmp_path):
+    staging = open_store(str(tmp_path / "staging"))
+    staged = stage_cycle(open_store(str(SAMPLES)), staging, "2026-10", chunk_size=100)
+    items = [item for ref in staged.chunks for item in read_chunk(staging, ref)]
+    assert len(items) == 300 and staged.quarantined_rows == 0
+    for customer, charges in items:
+        assert 3 <= len(charges) <= 40
+        assert all(c.customer_id == customer.customer_id for c in charges)
+        assert [c.row for c in charges] == sorted(c.row for c in charges)
+    assert sum(len(ch) for _, ch in items) == staged.charges
+
+
+def to_parquet(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True)
+    shutil.copy(src / "cycle.json", dst / "cycle.json")
+    for name in ("customers", "charges"):
+        options = pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in next(csv.reader((src / f"{name}.csv").open()))},
+            strings_can_be_null=False,
+        )
+        pq.write_table(
+            pacsv.read_csv(src / f"{name}.csv", convert_options=options), dst / f"{name}.parquet"
+        )
+
+
+def test_parquet_export_stages_like_csv(tmp_path):
+    to_parquet(SAMPLES / "2026-11", tmp_path / "src" / "2026-11")
+    csv_staging, pq_staging = open_store(str(tmp_path / "a")), open_store(str(tmp_path / "b"))
+    from_csv = stage_cycle(open_store(str(SAMPLES)), csv_staging, "2026-11")
+    from_parquet = stage_cycle(open_store(str(tmp_path / "src")), pq_staging, "2026-11")
+    assert from_csv.chunks == from_parquet.chunks
+    # Parquet rows are numbered from 1 (no header line), CSV rows by their line
+    for (c1, ch1), (c2, ch2) in zip(
+        read_chunk(csv_staging, from_csv.chunks[0]),
+        read_chunk(pq_staging, from_parquet.chunks[0]),
+        strict=True,
+    ):
+        assert c1 == c2
+        assert [replace(c, row=c.row - 1) for c in ch1] == ch2
+    reasons = lambda rows: sorted((r["customer_id"], r["reason"]) for r in rows)  # noqa: E731
+    assert reasons(quarantine_rows(csv_staging)) == reasons(quarantine_rows(pq_staging))
+
+
+def test_stages_from_s3_to_s3(s3_bucket, tmp_path):
+    client, bucket = s3_bucket
+    for path in (SAMPLES / "2026-11").iterdir():
+        client.upload_file(str(path), bucket, f"exports/2026-11/{path.name}")
+    source = open_store(f"s3://{bucket}/exports")
+    staging = open_store(f"s3://{bucket}/staging")
+    assert isinstance(source, S3Store)
+    staged = stage_cycle(source, staging, "2026-11")
+    local = stage_cycle(open_store(str(SAMPLES)), open_store(str(tmp_path / "s")), "2026-11")
+    assert staged.chunks == local.chunks
+    assert staging.exists("2026-11/quarantine.csv")
+    assert len(read_chunk(staging, staged.chunks[0])) == staged.chunks[0].customers
+
+
+def write_cycle(
+    folder: Path, customers: str | bytes, charges: str, cycle: dict | None = None
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cycle.json").write_text(json.dumps(cycle or {
+        "cycle_id": folder.name, "series": "OR", "period_start": "2026-10-01",
+        "period_end": "2026-10-31", "issue_date": "2026-11-01", "due_date": "2026-11-21",
+        "currency": "RON"}))  # fmt: skip
+    data = customers.encode() if isinstance(customers, str) else customers
+    (folder / "customers.csv").write_bytes(data)
+    (folder / "charges.csv").write_text(charges, encoding="utf-8")
+    return folder
+
+
+HEADER = "customer_id,name,street,city,county,postal_code,language,delivery,notify\n"
+CHARGES = "customer_id,description,quantity,unit_price,vat_rate\n"
+
+
+def test_malformed_and_multiline_records_keep_their_line_numbers(tmp_path):
+    write_cycle(
+        tmp_path / "src" / "2026-11",
+        HEADER
+        + 'C1,"Ana\nMaria",Str. A 1,Iași,Iași,700001,ro,electronic,email\n'
+        + "C2,too,few,fields\n"
+        + "C3,Ion,Str. B 2,Cluj-Napoca,Cluj,400001,ro,paper,none\n",
+        CHARGES + "C1,Abonament,1,10,21\nC3,Abonament,1,10,21\nC3,Extra,1,1,21,unexpected\n",
+    )
+    staging = open_store(str(tmp_path / "st"))
+    staged = stage_cycle(open_store(str(tmp_path / "src")), staging, "2026-11")
+    rows = {(r["file"], r["row"], r["reason"]) for r in quarantine_rows(staging)}
+    assert rows == {
+        ("customers.csv", "4", "malformed_row"),
+        ("charges.csv", "4", "malformed_row"),
+    }
+    items = read_chunk(staging, staged.chunks[0])
+    assert [(c.customer_id, c.name) for c, _ in items] == [("C1", "Ana Maria"), ("C3", "Ion")]
+    assert (staged.customers, staged.quarantined_customers, staged.quarantined_rows) == (3, 1, 2)
+
+
+def test_bytes_that_are_not_utf8_cost_only_their_row(tmp_path):
+    write_cycle(
+        tmp_path / "src" / "2026-11",
+        (HEADER + "C1,Ana,Str. A 1,Iași,Iași,700001,ro,electronic,email\n").encode()
+        + b"C2,Ion \xff\xfe,Str. B,Cluj-Napoca,Cluj,400001,ro,paper,none\n",
+        CHARGES + "C1,Abonament,1,10,21\nC2,Abonament,1,10,21\n",
+    )
+    with (tmp_path / "src" / "2026-11" / "charges.csv").open("ab") as charges:
+        charges.write(b"C\xff,Abonament,1,10,21\n")
+    staging = open_store(str(tmp_path / "st"))
+    staged = stage_cycle(open_store(str(tmp_path / "src")), staging, "2026-11")
+    rows = {(r["file"], r["row"], r["column"], r["reason"]) for r in quarantine_rows(staging)}
+    assert ("customers.csv", "3", "name", "invalid_encoding") in rows
+    assert ("charges.csv", "4", "customer_id", "unknown_customer") in rows
+    assert [c.customer_id for c, _ in read_chunk(staging, staged.chunks[0])] == ["C1"]
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        pytest.param(
+            lambda d: (d / "charges.csv").unlink(), "charges.csv: missing", id="no-charges-file"
+        ),
+        pytest.param(
+            lambda d: (d / "cycle.json").write_text("{"), "not valid UTF-8 JSON", id="bad-json"
+        ),
+        pytest.param(
+            lambda d: (d / "customers.csv").write_text("customer_id,name\nC1,A\n"),
+            r"missing column\(s\): street, city, postal_code, delivery, notify",
+            id="columns",
+        ),  # fmt: skip
+        pytest.param(
+            lambda d: (d / "cycle.json").write_text(json.dumps({"cycle_id": "2026-11"})),
+            "series: missing",
+            id="cycle-fields",
+        ),  # fmt: skip
+    ],
+)
+def test_unusable_files_fail_with_one_clear_message_naming_the_file(tmp_path, break_it, message):
+    folder = write_cycle(tmp_path / "src" / "2026-11", HEADER, CHARGES)
+    break_it(folder)
+    with pytest.raises(InputError, match=message) as info:
+        stage_cycle(open_store(str(tmp_path / "src")), open_store(str(tmp_path / "st")), "2026-11")
+    assert str(tmp_path / "src" / "2026-11") in str(info.value)
