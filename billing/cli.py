@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from billing.config import Settings
 from billing.domain.errors import InvoicePipelineError
 
 app = typer.Typer(
@@ -20,6 +19,14 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+
+
+def _runtime():
+    """This process's resources, from the environment (contract 3); built once per command."""
+    from billing.config import Settings
+    from billing.runtime import Runtime
+
+    return Runtime(Settings.from_env())
 
 
 @app.command()
@@ -42,8 +49,7 @@ def stage(cycle_id: str = typer.Argument(..., help="Cycle id under INVOICES_SOUR
     """Validate and partition a cycle export; print the counts and the quarantined rows."""
     from billing import pipeline
 
-    settings = Settings.from_env()
-    staged = pipeline.stage(settings, cycle_id)
+    staged = pipeline.stage(_runtime(), cycle_id)
     console.print_json(json.dumps({k: v for k, v in staged.as_dict().items() if k != "chunks"}))
 
 
@@ -52,7 +58,7 @@ def run(cycle_id: str = typer.Argument(..., help="Cycle id under INVOICES_SOURCE
     """Run a whole cycle in this process, without Airflow, and print its run report."""
     from billing import pipeline
 
-    report = pipeline.run_cycle(Settings.from_env(), cycle_id)
+    report = pipeline.run_cycle(_runtime(), cycle_id)
     print_report(report)
 
 
@@ -65,7 +71,7 @@ def report(
     """Show a run report of a cycle from the archive (the newest run unless --run-id)."""
     from billing import pipeline
 
-    found = pipeline.load_report(Settings.from_env(), cycle_id, run_id or None)
+    found = pipeline.load_report(_runtime(), cycle_id, run_id or None)
     if as_json:
         typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
     else:
@@ -78,17 +84,9 @@ def view(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (contract 4)."),
 ) -> None:
     """A customer's last six invoices, newest first, with download links."""
-    from billing.stages.view import last_invoices
-    from storage.archive import open_archive
-    from storage.ledger import open_ledger
+    from billing import pipeline
 
-    settings = Settings.from_env()
-    found = last_invoices(
-        open_ledger(settings.ledger_url),
-        open_archive(settings.archive_url),
-        customer_id,
-        expires_in=settings.link_expiry_seconds,
-    )
+    found = pipeline.last_invoices(_runtime(), customer_id)
     if as_json:
         typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
         return
@@ -113,14 +111,9 @@ app.add_typer(audit, name="audit")
 def audit_verify(cycle_id: str = typer.Argument(..., help="Cycle id.")) -> None:
     """Re-read every object of the cycle and check it against the manifest, the manifest chain
     and the ledger, and that the series has no gaps. Exit 0 only when all agree."""
-    from billing.stages.audit import verify_cycle
-    from storage.archive import open_archive
-    from storage.ledger import open_ledger
+    from billing import pipeline
 
-    settings = Settings.from_env()
-    problems = verify_cycle(
-        open_ledger(settings.ledger_url), open_archive(settings.archive_url), cycle_id
-    )
+    problems = pipeline.verify_archive(_runtime(), cycle_id)
     for problem in problems:
         typer.echo(problem)
     if problems:
@@ -137,19 +130,16 @@ def audit_download(
     """Download a cycle's PDFs and manifest, verifying each file against the manifest."""
     from rich.progress import Progress
 
-    from billing.stages.audit import download_cycle, manifest_size
-    from storage.archive import open_archive
-    from storage.ledger import open_ledger
+    from billing import pipeline
 
-    settings = Settings.from_env()
-    engine = open_ledger(settings.ledger_url)
-
+    runtime = _runtime()
     with Progress(console=err) as progress:
-        task = progress.add_task(f"cycle {cycle_id}", total=manifest_size(engine, cycle_id))
-        problems = download_cycle(
-            engine, open_archive(settings.archive_url), cycle_id, to,
-            progress=lambda n: progress.advance(task, n),
-        )  # fmt: skip
+        task = progress.add_task(
+            f"cycle {cycle_id}", total=pipeline.manifest_size(runtime, cycle_id)
+        )
+        problems = pipeline.download_archive(
+            runtime, cycle_id, to, progress=lambda n: progress.advance(task, n)
+        )
     for problem in problems:
         typer.echo(problem)
     if problems:
@@ -168,16 +158,15 @@ def archive_lifecycle(
 ) -> None:
     """Move archived invoices older than the six-invoice view window to a colder storage class
     (an S3 lifecycle rule on invoices/; the objects stay locked)."""
-    from storage.archive import open_archive
+    from billing import pipeline
 
-    settings = Settings.from_env()
-    archive = open_archive(settings.archive_url)
-    if not settings.archive_url.startswith("s3://"):
-        typer.echo(f"{settings.archive_url} is a local folder: there is no colder storage class")
+    runtime = _runtime()
+    if not runtime.settings.archive_url.startswith("s3://"):
+        typer.echo(
+            f"{runtime.settings.archive_url} is a local folder: there is no colder storage class"
+        )
         raise typer.Exit(1)
-    from storage.s3_archive import apply_lifecycle
-
-    rule = apply_lifecycle(archive.client, archive.bucket, archive.prefix, days, storage_class)
+    rule = pipeline.archive_lifecycle(runtime, days, storage_class)
     typer.echo(json.dumps(rule, indent=2, default=str))
 
 
@@ -197,7 +186,7 @@ def notices_resend(
     if unknown:
         raise typer.BadParameter(f"unknown channel(s): {', '.join(sorted(unknown))}")
     results = pipeline.resend_failed(
-        Settings.from_env(), cycle_id, pipeline.new_run_id("resend"), tuple(channel)
+        _runtime(), cycle_id, pipeline.new_run_id("resend"), tuple(channel)
     )
     for name, result in results.items():
         typer.echo(f"{name}: sent {result.sent}, failed {result.failed}, pending {result.pending}")

@@ -6,11 +6,13 @@ the committed sample cycles, e-mails and SMS written to files under `$INVOICES_H
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from billing.domain.cycles import DAYS_VARIABLE, parse_bill_cycle_days
 from billing.domain.errors import ConfigurationError
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -18,6 +20,8 @@ SAMPLE_CYCLES = CHECKOUT / "sample_data" / "cycles"
 
 TLS_MODES = ("none", "starttls", "ssl")
 SMS_TRANSPORTS = ("file", "sns")
+LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+DEFAULT_SNS_RATE = 10.0  # SMS per second through SNS unless INVOICES_SMS_RATE says otherwise
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,10 @@ class Settings:
     smtp_tls: str = "none"
     mail_from: str = "facturi@example.ro"
     sms_transport: str = "file"
+    sms_sender_id: str = ""  # SNS alphanumeric sender id; empty: the account's default
+    sms_rate: float | None = None  # SMS per second; None: DEFAULT_SNS_RATE on SNS, unpaced file
+    archive_lock_mode: str = "COMPLIANCE"  # the S3 Object Lock mode of archived documents
+    bill_cycle_days: tuple[int, ...] = (1,)
     supplier_file: Path = CHECKOUT / "renderers" / "supplier.json"
     retention_years: int = 10
     link_expiry_seconds: int = 900
@@ -63,6 +71,13 @@ class Settings:
             raise ConfigurationError(
                 f"INVOICES_SMS_TRANSPORT must be one of {SMS_TRANSPORTS}, not {sms!r}"
             )
+        lock_mode = get("INVOICES_ARCHIVE_LOCK_MODE", "COMPLIANCE").upper()
+        if lock_mode not in LOCK_MODES:
+            raise ConfigurationError(
+                f"the archive's Object Lock mode (INVOICES_ARCHIVE_LOCK_MODE) must be one of "
+                f"{LOCK_MODES}, not {lock_mode!r}"
+            )
+        rate = get("INVOICES_SMS_RATE")
         return cls(
             home=home,
             ledger_url=get("INVOICES_LEDGER_URL", f"sqlite:///{home / 'ledger.db'}"),
@@ -79,6 +94,10 @@ class Settings:
             smtp_tls=tls,
             mail_from=get("INVOICES_MAIL_FROM", "facturi@example.ro"),
             sms_transport=sms,
+            sms_sender_id=get("INVOICES_SMS_SENDER_ID"),
+            sms_rate=_positive_rate(rate, "INVOICES_SMS_RATE") if rate else None,
+            archive_lock_mode=lock_mode,
+            bill_cycle_days=parse_bill_cycle_days(env.get(DAYS_VARIABLE, "")),
             retention_years=_positive_int(
                 get("INVOICES_ARCHIVE_RETENTION_YEARS", "10"), "INVOICES_ARCHIVE_RETENTION_YEARS"
             ),
@@ -93,6 +112,18 @@ class Settings:
                 get("INVOICES_SUPPLIER_FILE", str(CHECKOUT / "renderers" / "supplier.json"))
             ),
         )
+
+
+def _positive_rate(value: str, name: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} must be a number of messages per second, not {value!r}"
+        ) from None
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ConfigurationError(f"{name} must be positive, not {value!r}")
+    return rate
 
 
 def _positive_int(value: str, name: str, minimum: int = 1) -> int:

@@ -1,7 +1,7 @@
 """The stages of one cycle run as plain functions: stage, issue, archive (render + store), notify,
 print, and the report with the cycle manifest; plus resending failed notices.
 
-Each takes the settings and small values (cycle id, run id, chunk descriptors) and returns small
+Each takes the process's `Runtime` and small values (cycle id, run id, chunk descriptors) and returns small
 values, so an orchestrator (the Airflow DAG, or `invoices run`) can call them from any worker.
 """
 
@@ -12,15 +12,19 @@ import io
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import sqlalchemy as sa
 
-from billing.config import Settings
 from billing.domain.cycles import BilledPeriod, check_period
 from billing.domain.errors import InputError
 from billing.domain.model import ChunkRef
+from billing.domain.notices import FAILED, MESSAGE_CHANNELS, REPORTED_AS, Channel, NoticeStatus
+from billing.runtime import Runtime
+from billing.stages import audit, view
 from billing.stages.archiving import ArchiveResult, archive_invoices, finalize_manifest
 from billing.stages.issuing import IssueResult, issue_invoices, register_cycle
 from billing.stages.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
@@ -33,13 +37,9 @@ from billing.stages.staging import (
     read_chunk_customer_ids,
     stage_cycle,
 )
-from notifiers.delivery import FAILED_PERMANENT, FAILED_RETRYABLE
-from storage.archive import open_archive
-from storage.blobs import open_store
-from storage.ledger import invoice_documents, invoices, notices, open_ledger, runs
+from storage.ledger import invoice_documents, invoices, notices, runs
 
-CHANNELS = ("email", "sms")
-FAILED = (FAILED_PERMANENT, FAILED_RETRYABLE)  # notice states a resend puts back in the outbox
+CHANNELS = tuple(str(channel) for channel in MESSAGE_CHANNELS)
 
 
 def new_run_id(prefix: str = "cli") -> str:
@@ -51,90 +51,81 @@ def report_key(cycle_id: str, run_id: str, suffix: str = ".json") -> str:
     return f"reports/{cycle_id}/{safe}{suffix}"
 
 
-def stage(settings: Settings, cycle_id: str, period: BilledPeriod | None = None) -> StagedCycle:
+def stage(runtime: Runtime, cycle_id: str, period: BilledPeriod | None = None) -> StagedCycle:
     """Validate and partition the export of `cycle_id`, and register the cycle in the ledger.
 
     With `period` (a scheduled or backfill run's), an export whose cycle.json bills other days
     is refused before the cycle is registered, so a corrected export can still be run."""
     staged = stage_cycle(
-        open_store(settings.source_url, settings.s3_client),
-        open_store(settings.staging_url, settings.s3_client),
+        runtime.source,
+        runtime.staging,
         cycle_id,
-        chunk_size=settings.chunk_size,
+        chunk_size=runtime.settings.chunk_size,
     )
     if period is not None:
         check_period(staged.cycle, period)
-    register_cycle(open_ledger(settings.ledger_url), staged.cycle)
+    register_cycle(runtime.ledger, staged.cycle)
     return staged
 
 
-def staged_chunks(settings: Settings, cycle_id: str) -> tuple[ChunkRef, ...]:
+def staged_chunks(runtime: Runtime, cycle_id: str) -> tuple[ChunkRef, ...]:
     """The chunks an earlier `stage` made of the cycle."""
-    return load_staged(open_store(settings.staging_url, settings.s3_client), cycle_id).chunks
+    return load_staged(runtime.staging, cycle_id).chunks
 
 
-def issue_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> IssueResult:
+def issue_chunk(runtime: Runtime, ref: ChunkRef, run_id: str) -> IssueResult:
     """Issue the invoices of one staged chunk (idempotent)."""
-    staging = open_store(settings.staging_url, settings.s3_client)
+    staging = runtime.staging
     cycle = load_staged(staging, ref.cycle_id).cycle
-    return issue_invoices(open_ledger(settings.ledger_url), cycle, read_chunk(staging, ref), run_id)
+    return issue_invoices(runtime.ledger, cycle, read_chunk(staging, ref), run_id)
 
 
-def issue(settings: Settings, cycle_id: str, run_id: str) -> IssueResult:
+def issue(runtime: Runtime, cycle_id: str, run_id: str) -> IssueResult:
     """Issue every chunk of a staged cycle, in chunk order (so numbers follow the chunks)."""
     result = IssueResult()
-    for ref in staged_chunks(settings, cycle_id):
-        result += issue_chunk(settings, ref, run_id)
+    for ref in staged_chunks(runtime, cycle_id):
+        result += issue_chunk(runtime, ref, run_id)
     return result
 
 
-def archive_chunk(settings: Settings, ref: ChunkRef, run_id: str) -> ArchiveResult:
+def archive_chunk(runtime: Runtime, ref: ChunkRef, run_id: str) -> ArchiveResult:
     """Render and archive the PDFs of one chunk's invoices that are not archived yet."""
-    from renderers.pdf import TEMPLATE_VERSION, render_invoice
-    from renderers.supplier import load_supplier
-
     return archive_invoices(
-        open_ledger(settings.ledger_url),
-        open_archive(settings.archive_url, settings.s3_client),
+        runtime.ledger,
+        runtime.archive,
         ref.cycle_id,
-        read_chunk_customer_ids(open_store(settings.staging_url, settings.s3_client), ref),
+        read_chunk_customer_ids(runtime.staging, ref),
         run_id,
-        load_supplier(settings.supplier_file),
-        render_invoice,
-        TEMPLATE_VERSION,
-        settings.retention_years,
+        runtime.supplier,
+        runtime.renderer.render,
+        runtime.renderer.template_version,
+        runtime.settings.retention_years,
     )
 
 
-def archive_cycle(settings: Settings, cycle_id: str, run_id: str) -> ArchiveResult:
+def archive_cycle(runtime: Runtime, cycle_id: str, run_id: str) -> ArchiveResult:
     """Render and archive every chunk of a staged cycle in this process."""
     result = ArchiveResult()
-    for ref in staged_chunks(settings, cycle_id):
-        result += archive_chunk(settings, ref, run_id)
+    for ref in staged_chunks(runtime, cycle_id):
+        result += archive_chunk(runtime, ref, run_id)
     return result
 
 
 def notify_chunk(
-    settings: Settings, ref: ChunkRef, run_id: str, channels: tuple[str, ...] = CHANNELS
+    runtime: Runtime, ref: ChunkRef, run_id: str, channels: tuple[str, ...] = CHANNELS
 ) -> dict[str, NotifyResult]:
     """Send the unsent e-mail and SMS notices of one chunk's invoices from the outbox."""
-    from notifiers.email import email_notifier
-    from notifiers.sms import SmsNotifier
-    from renderers.supplier import load_supplier
-
-    supplier = load_supplier(settings.supplier_file)
-    engine = open_ledger(settings.ledger_url)
-    archive = open_archive(settings.archive_url, settings.s3_client)
-    customer_ids = read_chunk_customer_ids(
-        open_store(settings.staging_url, settings.s3_client), ref
-    )
+    supplier = runtime.supplier
+    engine = runtime.ledger
+    archive = runtime.archive
+    customer_ids = read_chunk_customer_ids(runtime.staging, ref)
     builders = {
         "email": lambda: email_channel(
-            email_notifier(settings), supplier, settings.mail_link_url or None
+            runtime.email, supplier, runtime.settings.mail_link_url or None
         ),
-        "sms": lambda: sms_channel(SmsNotifier.from_settings(settings), supplier),
+        "sms": lambda: sms_channel(runtime.sms, supplier),
     }
-    lease = timedelta(seconds=settings.notify_lease_seconds)
+    lease = timedelta(seconds=runtime.settings.notify_lease_seconds)
     return {
         name: notify_invoices(
             engine, archive, ref.cycle_id, customer_ids, builders[name](), run_id, lease=lease
@@ -144,21 +135,21 @@ def notify_chunk(
 
 
 def notify_cycle(
-    settings: Settings, cycle_id: str, run_id: str, channels: tuple[str, ...] = CHANNELS
+    runtime: Runtime, cycle_id: str, run_id: str, channels: tuple[str, ...] = CHANNELS
 ) -> dict[str, NotifyResult]:
     """Send every chunk's unsent notices in this process."""
     totals = {name: NotifyResult() for name in channels}
-    for ref in staged_chunks(settings, cycle_id):
-        for name, result in notify_chunk(settings, ref, run_id, channels).items():
+    for ref in staged_chunks(runtime, cycle_id):
+        for name, result in notify_chunk(runtime, ref, run_id, channels).items():
             totals[name] += result
     return totals
 
 
 def resend_failed(
-    settings: Settings, cycle_id: str, run_id: str, channels: tuple[str, ...] = CHANNELS
+    runtime: Runtime, cycle_id: str, run_id: str, channels: tuple[str, ...] = CHANNELS
 ) -> dict[str, NotifyResult]:
     """Put the cycle's failed notices back in the outbox and send them; sent ones stay sent."""
-    with open_ledger(settings.ledger_url).begin() as conn:
+    with runtime.ledger.begin() as conn:
         conn.execute(
             notices.update()
             .where(
@@ -166,24 +157,24 @@ def resend_failed(
                 notices.c.channel.in_(channels),
                 notices.c.status.in_(FAILED),
             )
-            .values(status="pending", updated_at=datetime.now(UTC))
+            .values(status=NoticeStatus.PENDING, updated_at=datetime.now(UTC))
         )
-    return notify_cycle(settings, cycle_id, run_id, channels)
+    return notify_cycle(runtime, cycle_id, run_id, channels)
 
 
-def print_cycle(settings: Settings, cycle_id: str, run_id: str) -> PrintResult:
+def print_cycle(runtime: Runtime, cycle_id: str, run_id: str) -> PrintResult:
     """Put the cycle's paper invoices that are in no batch yet into a print batch."""
     return print_pending(
-        open_ledger(settings.ledger_url),
-        open_archive(settings.archive_url, settings.s3_client),
+        runtime.ledger,
+        runtime.archive,
         cycle_id,
         run_id,
     )
 
 
-def start_run(settings: Settings, cycle_id: str, run_id: str) -> datetime:
+def start_run(runtime: Runtime, cycle_id: str, run_id: str) -> datetime:
     """Record that a run of the cycle started (again, on a retry); returns its start time."""
-    engine = open_ledger(settings.ledger_url)
+    engine = runtime.ledger
     with engine.begin() as conn:
         found = conn.execute(sa.select(runs.c.started_at).where(runs.c.run_id == run_id)).first()
         if found:
@@ -195,9 +186,9 @@ def start_run(settings: Settings, cycle_id: str, run_id: str) -> datetime:
         return now
 
 
-def cycle_counts(settings: Settings, cycle_id: str, run_id: str) -> dict:
+def cycle_counts(runtime: Runtime, cycle_id: str, run_id: str) -> dict:
     """Invoices of the cycle (those this run issued, and all) and the cycle's totals."""
-    engine = open_ledger(settings.ledger_url)
+    engine = runtime.ledger
     by_this_run = (invoices.c.run_id == run_id).label("by_this_run")
     with engine.connect() as conn:
         rows = conn.execute(
@@ -221,18 +212,9 @@ def cycle_counts(settings: Settings, cycle_id: str, run_id: str) -> dict:
     }
 
 
-NOTICE_STATE = {
-    "sent": "sent",
-    "failed-permanent": "failed",
-    "pending": "pending",
-    "sending": "pending",
-    "failed-retryable": "pending",  # still to be retried
-}
-
-
-def notice_counts(settings: Settings, cycle_id: str) -> dict:
+def notice_counts(runtime: Runtime, cycle_id: str) -> dict:
     """The cycle's outbox by channel and state, paper invoices queued, and fallbacks."""
-    with open_ledger(settings.ledger_url).connect() as conn:
+    with runtime.ledger.connect() as conn:
         rows = conn.execute(
             sa.select(notices.c.channel, notices.c.status, sa.func.count())
             .where(notices.c.cycle_id == cycle_id)
@@ -246,19 +228,19 @@ def notice_counts(settings: Settings, cycle_id: str) -> dict:
     counts = {ch: {"sent": 0, "failed": 0, "pending": 0} for ch in CHANNELS}
     paper = 0
     for channel, status, count in rows:
-        if channel == "paper":
+        if channel == Channel.PAPER:
             paper += count
         else:
-            counts[channel][NOTICE_STATE[status]] += count
+            counts[channel][REPORTED_AS[NoticeStatus(status)]] += count
     return {"notices": counts, "paper_queued": paper, "fallbacks": fallbacks}
 
 
-def document_counts(settings: Settings, cycle_id: str, run_id: str) -> tuple[int, int]:
+def document_counts(runtime: Runtime, cycle_id: str, run_id: str) -> tuple[int, int]:
     """(PDFs this run archived, PDFs archived for the cycle in all)."""
     # One labelled expression in both clauses: PostgreSQL matches GROUP BY to the select list
     # by its text, and two separate comparisons would bind run_id under two names.
     by_this_run = (invoice_documents.c.run_id == run_id).label("by_this_run")
-    with open_ledger(settings.ledger_url).connect() as conn:
+    with runtime.ledger.connect() as conn:
         by_run = dict(
             conn.execute(
                 sa.select(by_this_run, sa.func.count())
@@ -312,11 +294,11 @@ def _failure_reason(last_error: str | None) -> str:
     return text[:REASON_LIMIT] or "(no reason recorded)"
 
 
-def failure_summary(settings: Settings, cycle_id: str) -> dict:
+def failure_summary(runtime: Runtime, cycle_id: str) -> dict:
     """The cycle's failed notices (for good, or to be retried) by reason, with examples; never
     their recipients."""
     failed = sa.and_(notices.c.cycle_id == cycle_id, notices.c.status.in_(FAILED))
-    with open_ledger(settings.ledger_url).connect() as conn:
+    with runtime.ledger.connect() as conn:
         groups = conn.execute(
             sa.select(notices.c.status, notices.c.last_error, sa.func.count())
             .where(failed)
@@ -360,23 +342,23 @@ def failure_summary(settings: Settings, cycle_id: str) -> dict:
     }
 
 
-def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
+def finalize_report(runtime: Runtime, cycle_id: str, run_id: str) -> dict:
     """Write the cycle manifest and the run report (contract 4); the report also goes to the
     ledger's run row. Every count is read back from the ledger and staging, so a retried or
     re-run task is counted once."""
-    started_at = start_run(settings, cycle_id, run_id)
-    staging = open_store(settings.staging_url, settings.s3_client)
+    started_at = start_run(runtime, cycle_id, run_id)
+    staging = runtime.staging
     staged = load_staged(staging, cycle_id)
-    engine = open_ledger(settings.ledger_url)
-    archive = open_archive(settings.archive_url, settings.s3_client)
-    manifest = finalize_manifest(engine, archive, cycle_id, settings.retention_years)
-    counts = cycle_counts(settings, cycle_id, run_id)
-    archived, documents = document_counts(settings, cycle_id, run_id)
+    engine = runtime.ledger
+    archive = runtime.archive
+    manifest = finalize_manifest(engine, archive, cycle_id, runtime.settings.retention_years)
+    counts = cycle_counts(runtime, cycle_id, run_id)
+    archived, documents = document_counts(runtime, cycle_id, run_id)
     quarantine_key = report_key(cycle_id, run_id, ".quarantine.csv")
     quarantine_csv = staging.read_bytes(f"{cycle_id}/quarantine.csv")
     archive.replace(quarantine_key, quarantine_csv)
     quarantine = quarantine_summary(quarantine_csv)
-    failures = failure_summary(settings, cycle_id)
+    failures = failure_summary(runtime, cycle_id)
     finished_at = datetime.now(UTC)
     report = {
         "cycle_id": cycle_id,
@@ -391,7 +373,7 @@ def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
         "invoices_existing": counts["existing"],
         "pdfs_archived": archived,
         "pdfs_existing": documents - archived,
-        **notice_counts(settings, cycle_id),
+        **notice_counts(runtime, cycle_id),
         "totals": counts["totals"],
         "chunks": len(staged.chunks),
         "manifest": {"key": manifest.key, "sha256": manifest.sha256},
@@ -415,9 +397,9 @@ def finalize_report(settings: Settings, cycle_id: str, run_id: str) -> dict:
     return report
 
 
-def load_report(settings: Settings, cycle_id: str, run_id: str | None = None) -> dict:
+def load_report(runtime: Runtime, cycle_id: str, run_id: str | None = None) -> dict:
     """A stored run report: the given run's, or the one that finished last."""
-    archive = open_archive(settings.archive_url, settings.s3_client)
+    archive = runtime.archive
     if run_id:
         keys = [report_key(cycle_id, run_id)]
     else:
@@ -433,16 +415,49 @@ def load_report(settings: Settings, cycle_id: str, run_id: str | None = None) ->
     return max(reports, key=lambda r: r["finished_at"])
 
 
+def verify_archive(runtime: Runtime, cycle_id: str) -> list[str]:
+    """What is wrong with the cycle's archive, manifest chain and ledger (empty: they agree)."""
+    return audit.verify_cycle(runtime.ledger, runtime.archive, cycle_id)
+
+
+def manifest_size(runtime: Runtime, cycle_id: str) -> int:
+    """How many files `download_archive` fetches for the cycle."""
+    return audit.manifest_size(runtime.ledger, cycle_id)
+
+
+def download_archive(
+    runtime: Runtime, cycle_id: str, to: Path, progress: Callable[[int], object] | None = None
+) -> list[str]:
+    """Download the cycle's PDFs and manifest into `to`, verified; the problems found."""
+    return audit.download_cycle(runtime.ledger, runtime.archive, cycle_id, to, progress=progress)
+
+
+def last_invoices(runtime: Runtime, customer_id: str) -> list[dict]:
+    """The customer's last six invoices, newest first, with links (`invoices view --json`)."""
+    return view.last_invoices(
+        runtime.ledger, runtime.archive, customer_id,
+        expires_in=runtime.settings.link_expiry_seconds,
+    )  # fmt: skip
+
+
+def archive_lifecycle(runtime: Runtime, days: int, storage_class: str) -> dict:
+    """Put the S3 lifecycle rule that moves invoices older than `days` to `storage_class`."""
+    from storage.s3_archive import apply_lifecycle
+
+    archive = runtime.archive
+    return apply_lifecycle(archive.client, archive.bucket, archive.prefix, days, storage_class)
+
+
 def run_cycle(
-    settings: Settings, cycle_id: str, run_id: str | None = None, send_notices: bool = True
+    runtime: Runtime, cycle_id: str, run_id: str | None = None, send_notices: bool = True
 ) -> dict:
     """Run every stage of one cycle in this process (what the DAG does, without Airflow)."""
     run_id = run_id or new_run_id()
-    start_run(settings, cycle_id, run_id)
-    stage(settings, cycle_id)
-    issue(settings, cycle_id, run_id)
-    archive_cycle(settings, cycle_id, run_id)
+    start_run(runtime, cycle_id, run_id)
+    stage(runtime, cycle_id)
+    issue(runtime, cycle_id, run_id)
+    archive_cycle(runtime, cycle_id, run_id)
     if send_notices:  # paper is a message to the customer too
-        notify_cycle(settings, cycle_id, run_id)
-        print_cycle(settings, cycle_id, run_id)
-    return finalize_report(settings, cycle_id, run_id)
+        notify_cycle(runtime, cycle_id, run_id)
+        print_cycle(runtime, cycle_id, run_id)
+    return finalize_report(runtime, cycle_id, run_id)

@@ -29,21 +29,14 @@ def invoice_audit_verify():
         import logging
 
         from airflow.sdk.exceptions import AirflowFailException
-        from airflow_runtime.connections import settings_with_connections
+        from airflow_runtime import fail_fast, task_runtime
 
-        from billing.config import Settings
-        from billing.stages.audit import verify_cycle
-        from storage.archive import open_archive
-        from storage.ledger import open_ledger
+        from billing import pipeline
 
         cycle_id = get_current_context()["params"]["cycle_id"]
         # S3 through the INVOICES_AWS_CONN_ID connection when set (read-only is enough)
-        settings = settings_with_connections(Settings.from_env())
-        problems = verify_cycle(
-            open_ledger(settings.ledger_url),
-            open_archive(settings.archive_url, settings.s3_client),
-            cycle_id,
-        )
+        with fail_fast():
+            problems = pipeline.verify_archive(task_runtime(), cycle_id)
         for problem in problems:
             logging.getLogger(__name__).error("%s", problem)
         if problems:

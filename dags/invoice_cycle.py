@@ -7,7 +7,8 @@ One DAG per bill-cycle day (`INVOICES_BILL_CYCLE_DAYS`, default 1): `invoice_cyc
 Europe/Bucharest with a data interval that is exactly the month it bills; scheduled and backfill
 runs take the cycle from that interval, manual runs from the `cycle_id` param.
 
-Thin wiring only: every task builds settings and calls one function of `billing.pipeline`.
+Thin wiring only: every task takes its process's `Runtime` (`airflow_runtime.task_runtime`) and
+calls one function of `billing.pipeline`, failing at once on errors retrying cannot mend.
 Tasks pass small descriptors (cycle id, chunk bounds), never data or file paths. The product's
 modules and the Airflow hooks are imported inside the tasks, so parsing this file stays fast and
 looks up no connection.
@@ -16,7 +17,7 @@ looks up no connection.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+import os
 from datetime import timedelta
 
 import pendulum
@@ -39,35 +40,11 @@ DEFAULT_ARGS = {
 }
 
 
-def _settings():
-    """Settings from the environment (contract 3), with S3/SNS and SMTP taken from the Airflow
-    connections named by INVOICES_AWS_CONN_ID / INVOICES_SMTP_CONN_ID when set. Called inside
-    tasks only: connections are looked up at run time, never while parsing."""
-    from airflow_runtime.connections import settings_with_connections
-
-    from billing.config import Settings
-
-    return settings_with_connections(Settings.from_env())
-
-
 def _sends_notices(context) -> bool:
     """Customers hear of a run's invoices (e-mail, SMS, paper) unless the send_notices param
     says no; a backfill run sends nothing unless the param says yes."""
     wanted = context["params"].get("send_notices")
     return wanted if wanted is not None else context["dag_run"].run_type != "backfill"
-
-
-@contextmanager
-def _fail_fast():
-    """Bad input or configuration will not mend itself: fail the task without retries."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from billing.domain.errors import ConfigurationError, CycleConflictError, InputError
-
-    try:
-        yield
-    except (InputError, ConfigurationError, CycleConflictError) as exc:
-        raise AirflowFailException(str(exc)) from exc
 
 
 def invoice_cycle_dag(day: int, scheduled: bool = True):
@@ -100,6 +77,8 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
     def invoice_cycle():
         @task
         def stage() -> dict:
+            from airflow_runtime import fail_fast, task_runtime
+
             from billing import pipeline
             from billing.domain.cycles import resolve_cycle
 
@@ -113,37 +92,45 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
                 if automated and context.get("data_interval_end") is not None
                 else None
             )
-            with _fail_fast():
+            with fail_fast():
                 cycle_id, period = resolve_cycle(context["params"].get("cycle_id"), interval)
                 if period:
                     log.info("run bills cycle %s: %s to %s", cycle_id, period.start, period.end)
-                settings = _settings()
-                pipeline.start_run(settings, cycle_id, context["run_id"])
-                staged = pipeline.stage(settings, cycle_id, period)
+                runtime = task_runtime()
+                pipeline.start_run(runtime, cycle_id, context["run_id"])
+                staged = pipeline.stage(runtime, cycle_id, period)
             # at most 1024 chunks (Airflow's max_map_length): staging sizes chunks to fit
             return {"cycle_id": cycle_id, "chunks": [ref.as_dict() for ref in staged.chunks]}
 
         @task
         def issue(staged: dict) -> list[dict]:
             """Issue every chunk in order (numbers follow the chunks); pass the chunks on."""
+            from airflow_runtime import fail_fast, task_runtime
+
             from billing import pipeline
 
-            pipeline.issue(_settings(), staged["cycle_id"], get_current_context()["run_id"])
+            with fail_fast():
+                pipeline.issue(task_runtime(), staged["cycle_id"], get_current_context()["run_id"])
             return staged["chunks"]
 
         @task(map_index_template="{{ chunk_label }}")
         def render_archive(chunk: dict) -> int:
+            from airflow_runtime import fail_fast, task_runtime
+
             from billing import pipeline
             from billing.domain.model import ChunkRef
 
             ref = ChunkRef.from_dict(chunk)
             context = get_current_context()
             context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
-            return pipeline.archive_chunk(_settings(), ref, context["run_id"]).archived
+            with fail_fast():
+                return pipeline.archive_chunk(task_runtime(), ref, context["run_id"]).archived
 
         def _notify(chunk: dict, channel: str) -> dict:
             """Send one channel's notices of the chunk from the outbox; backfills send none
             unless asked."""
+            from airflow_runtime import fail_fast, task_runtime
+
             from billing import pipeline
             from billing.domain.model import ChunkRef
 
@@ -153,7 +140,8 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
             if not _sends_notices(context):
                 log.info("%s of chunk %s not sent: send_notices is off", channel, ref.chunk)
                 return {}
-            results = pipeline.notify_chunk(_settings(), ref, context["run_id"], (channel,))
+            with fail_fast():
+                results = pipeline.notify_chunk(task_runtime(), ref, context["run_id"], (channel,))
             return {name: vars(result) for name, result in results.items()}
 
         @task(map_index_template="{{ chunk_label }}", pool=SMTP_POOL)
@@ -167,25 +155,31 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
         @task
         def print_batch(staged: dict) -> dict:
             """The cycle's paper invoices not yet in a batch, merged by postal code."""
+            from airflow_runtime import fail_fast, task_runtime
+
             from billing import pipeline
 
             context = get_current_context()
             if not _sends_notices(context):
                 log.info("no print batch: send_notices is off for this run")
                 return {"queued": 0, "batch": None}
-            result = pipeline.print_cycle(_settings(), staged["cycle_id"], context["run_id"])
+            with fail_fast():
+                result = pipeline.print_cycle(task_runtime(), staged["cycle_id"], context["run_id"])
             return {"queued": result.queued, "batch": result.batch}
 
         @task
         def report(staged: dict) -> str:
             """Manifest and run report, logged as a table. Counts come from the ledger, so
             retried or re-run tasks are counted once."""
+            from airflow_runtime import fail_fast, task_runtime
+
             from billing import pipeline
             from billing.stages.report_text import format_report
 
-            result = pipeline.finalize_report(
-                _settings(), staged["cycle_id"], get_current_context()["run_id"]
-            )
+            with fail_fast():
+                result = pipeline.finalize_report(
+                    task_runtime(), staged["cycle_id"], get_current_context()["run_id"]
+                )
             log.info("run report\n%s", format_report(result))
             return pipeline.report_key(result["cycle_id"], result["run_id"])
 
@@ -200,7 +194,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
     return invoice_cycle()
 
 
-_DAYS = bill_cycle_days()
+_DAYS = bill_cycle_days(os.environ)
 invoice_cycle_dag(1, scheduled=1 in _DAYS)  # `make run` and manual runs use invoice_cycle
 for _day in _DAYS:
     if _day != 1:

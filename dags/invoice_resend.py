@@ -34,19 +34,18 @@ from airflow.sdk import Param, dag, get_current_context, task
 )
 def invoice_resend_failed():
     def _resend(channel: str) -> dict:
-        from airflow_runtime.connections import settings_with_connections
+        from airflow_runtime import fail_fast, task_runtime
 
         from billing import pipeline
-        from billing.config import Settings
 
         context = get_current_context()
         params = context["params"]
         if channel not in params["channels"]:
             return {}
-        settings = settings_with_connections(Settings.from_env())
-        results = pipeline.resend_failed(
-            settings, params["cycle_id"], context["run_id"], (channel,)
-        )
+        with fail_fast():
+            results = pipeline.resend_failed(
+                task_runtime(), params["cycle_id"], context["run_id"], (channel,)
+            )
         return {name: vars(result) for name, result in results.items()}
 
     @task(pool="invoices_smtp")

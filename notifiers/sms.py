@@ -28,7 +28,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -325,20 +325,15 @@ class SmsNotifier:
         )
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, client: Any = None, *, env: Mapping[str, str] | None = None
-    ) -> SmsNotifier:
+    def from_settings(cls, settings: Settings, client: Any = None) -> SmsNotifier:
         """The notifier `settings.sms_transport` selects.
 
         "sns": an `SnsTransport` on `client` (default: `settings.sns_client`, else a client built
-        from boto3's own settings), with the sender id from `INVOICES_SMS_SENDER_ID` and the rate
-        from `INVOICES_SMS_RATE` (default 10 per second). "file": a `FileTransport` on
-        `settings.home/outbox/sms.jsonl`, unpaced unless `INVOICES_SMS_RATE` is set. `env`
-        defaults to the process environment.
+        from boto3's own settings), with `settings.sms_sender_id` and `settings.sms_rate`
+        (default 10 per second). "file": a `FileTransport` on `settings.home/outbox/sms.jsonl`,
+        unpaced unless `settings.sms_rate` is set.
         """
-        env = os.environ if env is None else env
-        rate_text = env.get(RATE_VARIABLE, "").strip()
-        rate = _parse_rate(rate_text) if rate_text else None
+        rate = settings.sms_rate
         if settings.sms_transport == "file":
             transport = FileTransport(settings.home / "outbox" / "sms.jsonl")
             return cls(transport, rate if rate is not None else math.inf)
@@ -349,8 +344,7 @@ class SmsNotifier:
                 import boto3
 
                 client = boto3.session.Session().client("sns", config=CLIENT_CONFIG)
-            sender_id = env.get(SENDER_ID_VARIABLE, "").strip()
-            transport = SnsTransport(client, sender_id=sender_id)
+            transport = SnsTransport(client, sender_id=settings.sms_sender_id)
             return cls(transport, rate if rate is not None else DEFAULT_SNS_RATE)
         raise ConfigurationError(
             f"INVOICES_SMS_TRANSPORT must be file or sns, not {settings.sms_transport!r}"

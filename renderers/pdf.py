@@ -32,7 +32,7 @@ from reportlab.lib.utils import simpleSplit
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
-from billing.domain.errors import InvoicePipelineError
+from billing.domain.errors import RenderError
 from billing.domain.model import Customer, InvoiceLine, IssuedInvoice, Supplier
 from billing.domain.validation import normalize_text
 from renderers.blocks import Block, Color, Style, draw_page, paginate
@@ -50,10 +50,6 @@ from renderers.supplier import exemption_ground
 TEMPLATE_VERSION = "v1"
 
 __all__ = ["TEMPLATE_VERSION", "RenderError", "render_invoice"]
-
-
-class RenderError(InvoicePipelineError):
-    """The invoice cannot be printed as it is: a character the font lacks, a field too long."""
 
 
 INK: Color = (0.11, 0.13, 0.17)

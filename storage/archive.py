@@ -60,13 +60,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def open_archive(url: str, s3_client=None) -> Archive:
+def open_archive(url: str, s3_client=None, lock_mode: str = "COMPLIANCE") -> Archive:
     """The archive behind `url`: `s3://bucket/prefix` (with `s3_client`, or one built from
-    boto3's own settings), else a local folder (the embedded default)."""
+    boto3's own settings; Object Lock in `lock_mode`), else a local folder (the embedded
+    default)."""
     if url.startswith("s3://"):
         from storage.s3_archive import S3Archive
 
-        return S3Archive.from_url(url, client=s3_client)
+        return S3Archive.from_url(url, client=s3_client, lock_mode=lock_mode)
     return LocalArchive(Path(url.removeprefix("file://")))
 
 

@@ -30,7 +30,6 @@ import base64
 import hashlib
 import logging
 import mimetypes
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace as with_version
@@ -85,17 +84,16 @@ class S3Archive:
         self._object_lock: bool | None = None
 
     @classmethod
-    def from_url(cls, url: str, client: Any = None, lock_mode: str | None = None) -> S3Archive:
+    def from_url(cls, url: str, client: Any = None, lock_mode: str = "COMPLIANCE") -> S3Archive:
         """The archive behind `s3://bucket/prefix`.
 
         Without `client`, one is built from boto3's own settings with `CLIENT_CONFIG` (adaptive
-        retries). Without `lock_mode`, `INVOICES_ARCHIVE_LOCK_MODE` decides (default COMPLIANCE).
+        retries). `lock_mode` is the Object Lock mode of new versions (settings:
+        `INVOICES_ARCHIVE_LOCK_MODE`).
         """
         if not url.startswith("s3://"):
             raise ConfigurationError(f"not an s3:// archive URL: {url!r}")
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        if lock_mode is None:
-            lock_mode = os.environ.get(LOCK_MODE_VARIABLE, "").strip() or "COMPLIANCE"
         if client is None:
             import boto3
 

@@ -13,7 +13,6 @@ any other day is named by its date (`2026-11-08`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -28,10 +27,14 @@ DEFAULT_DAYS = (1,)
 LAST_DAY = 28  # every month has it
 
 
-def bill_cycle_days(env: Mapping[str, str] | None = None) -> tuple[int, ...]:
-    """The configured bill-cycle days (`INVOICES_BILL_CYCLE_DAYS`, e.g. "1,8,15,22"), sorted."""
-    env = os.environ if env is None else env
-    text = env.get(DAYS_VARIABLE, "").strip()
+def bill_cycle_days(env: Mapping[str, str]) -> tuple[int, ...]:
+    """The bill-cycle days `env` configures (`INVOICES_BILL_CYCLE_DAYS`), sorted."""
+    return parse_bill_cycle_days(env.get(DAYS_VARIABLE, ""))
+
+
+def parse_bill_cycle_days(text: str) -> tuple[int, ...]:
+    """Bill-cycle days from a list such as "1,8,15,22", sorted; empty text: the 1st only."""
+    text = text.strip()
     if not text:
         return DEFAULT_DAYS
     days = set()

@@ -1,15 +1,21 @@
-"""The product's exceptions.
+"""The product's exceptions: one tree, and whether trying again can help.
 
-    InvoicePipelineError
-    ├── ConfigurationError      a setting is missing or malformed; fix the environment
-    ├── InputError              a whole input file is missing or unusable; names the file
-    ├── LedgerError             the ledger refused an operation
-    │   └── CycleConflictError  a cycle was re-staged with different cycle.json contents
-    ├── ArchiveError            the archive refused or failed an operation
-    │   └── ArchiveConflictError  a write-once key already holds different bytes
-    └── DeliveryError           a notice could not be delivered
-        ├── RetryableDeliveryError   try again later (4xx, timeouts, throttling)
-        └── PermanentDeliveryError   never retry (5xx, invalid recipient)
+    InvoicePipelineError              base of every error raised on purpose; `.retryable`
+    ├── ConfigurationError       no   a setting is missing or malformed; fix the environment
+    ├── InputError               no   a file of the export is missing or unusable; names the file
+    ├── ConflictError            no   doing it would contradict what is already recorded
+    │   ├── CycleConflictError        a cycle was re-staged with other cycle.json contents
+    │   └── ArchiveConflictError      a write-once key already holds other bytes (an ArchiveError)
+    ├── RenderError              no   an invoice cannot be printed as it is
+    ├── LedgerError              yes  the ledger database could not be reached or failed
+    ├── ArchiveError             yes  the archive (S3, folder) failed an operation
+    └── DeliveryError                 a notice could not be delivered
+        ├── RetryableDeliveryError   yes  try again later (4xx, timeouts, throttling)
+        └── PermanentDeliveryError   no   never retry (5xx, invalid recipient, unsendable message)
+
+Orchestrators retry what is `retryable` and fail at once on the rest (a DAG task raises
+Airflow's fail-now exception for them; the CLI exits 2). Backends map their libraries' errors
+(botocore, aiosmtplib, SQLAlchemy) into this tree at one point each, so nothing else sees them.
 
 Problems with single rows are not exceptions: validation reports them as `Problem` records and
 the row goes to the quarantine report, so one bad row never stops a cycle.
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 class InvoicePipelineError(Exception):
     """Base of every error this product raises on purpose."""
+
+    retryable = False  # whether the same call may succeed later
 
 
 class ConfigurationError(InvoicePipelineError):
@@ -34,20 +42,34 @@ class InputError(InvoicePipelineError):
         self.file = file
 
 
-class LedgerError(InvoicePipelineError):
-    """The ledger refused an operation."""
+class ConflictError(InvoicePipelineError):
+    """Doing this would contradict what the ledger or the archive already holds."""
 
 
-class CycleConflictError(LedgerError):
+class CycleConflictError(ConflictError):
     """A cycle was staged again with cycle.json contents that differ from the first staging."""
+
+
+class RenderError(InvoicePipelineError):
+    """The invoice cannot be printed as it is: a character the font lacks, a field too long."""
+
+
+class LedgerError(InvoicePipelineError):
+    """The ledger database could not be reached, or failed an operation."""
+
+    retryable = True
 
 
 class ArchiveError(InvoicePipelineError):
     """The archive refused or failed an operation."""
 
+    retryable = True
 
-class ArchiveConflictError(ArchiveError):
+
+class ArchiveConflictError(ConflictError, ArchiveError):
     """A write-once key already holds other bytes: archived documents are never overwritten."""
+
+    retryable = False
 
 
 class DeliveryError(InvoicePipelineError):
@@ -56,6 +78,8 @@ class DeliveryError(InvoicePipelineError):
 
 class RetryableDeliveryError(DeliveryError):
     """Delivery failed for a reason that may pass: retry with backoff."""
+
+    retryable = True
 
 
 class PermanentDeliveryError(DeliveryError):

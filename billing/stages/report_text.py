@@ -22,7 +22,9 @@ _EMAIL = re.compile(r"[^\s<>()\[\]{},;:\"'`]*@[^\s<>()\[\]{},;:\"'`]*")
 # +E.164, or 8+ digits, possibly grouped by single spaces or dashes ("0722 123 456").
 _PHONE = re.compile(r"(?<![\w+])\+?\d(?:[ -]?\d){7,}(?!\w)")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # billing.domain.validation's customer id
+_VALID_ID = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+)  # billing.domain.validation's customer id
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 EXAMPLES_SHOWN = 10

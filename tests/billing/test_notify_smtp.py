@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 import notifiers.email
 from billing import pipeline
+from billing.runtime import Runtime
 from notifiers.email import EmailNotifier, message_id
 from storage.ledger import notices, open_ledger
 from tests.support.paths import REPO, SAMPLES
@@ -122,7 +123,7 @@ def test_smtp_notices_arrive_once_with_retries_and_refusals(settings_for, monkey
 
     with smtp_server(handler) as server:
         settings = settings_for(smtp_host=server.host, smtp_port=server.port, smtp_tls="none")
-        report = pipeline.run_cycle(settings, CYCLE, run_id="run-1")
+        report = pipeline.run_cycle(Runtime(settings), CYCLE, run_id="run-1")
         rows = email_rows(settings)
         arrived = handler.message_ids()
         received = list(handler.received)
@@ -178,7 +179,7 @@ def test_smtp_notices_arrive_once_with_retries_and_refusals(settings_for, monkey
         }
 
         # A second run sends nothing more and changes no notice.
-        again = pipeline.run_cycle(settings, CYCLE, run_id="run-2")
+        again = pipeline.run_cycle(Runtime(settings), CYCLE, run_id="run-2")
         assert handler.message_ids() == arrived
         assert len(handler.received) == len(received)
         assert [(r.key, r.status, r.attempts, r.run_id) for r in email_rows(settings)] == [
@@ -190,13 +191,14 @@ def test_smtp_notices_arrive_once_with_retries_and_refusals(settings_for, monkey
 # The notify step in its own process, sending one message at a time: the e-mail notifier with
 # a pool of one connection, and the e-mail channel claiming and recording one notice per batch.
 # Neither is a setting (INVOICES_* has no pool or batch size), so the bootstrap patches the two
-# factories billing.pipeline.notify_chunk looks up before it calls notify_cycle.
+# factories the runtime and billing.pipeline.notify_chunk look up before it calls notify_cycle.
 NOTIFY_ONE_AT_A_TIME = """
 import sys
 
 import billing.pipeline
 import notifiers.email
 from billing.config import Settings
+from billing.runtime import Runtime
 
 def one_connection(settings):
     return notifiers.email.EmailNotifier.from_settings(
@@ -208,7 +210,7 @@ email_channel = billing.pipeline.email_channel
 billing.pipeline.email_channel = lambda notifier, supplier, link_base=None: email_channel(
     notifier, supplier, link_base, batch=1
 )
-print(billing.pipeline.notify_cycle(Settings.from_env(), sys.argv[1], sys.argv[2]), flush=True)
+print(billing.pipeline.notify_cycle(Runtime(Settings.from_env()), sys.argv[1], sys.argv[2]), flush=True)
 """
 KILL_AT = 40
 
@@ -227,7 +229,7 @@ def test_a_notify_step_killed_half_way_sends_each_notice_once_after_the_rerun(se
     handler = KillingHandler(kill_at=KILL_AT)
     with smtp_server(handler) as server:
         settings = settings_for(smtp_host=server.host, smtp_port=server.port, smtp_tls="none")
-        pipeline.run_cycle(settings, CYCLE, run_id="run-1", send_notices=False)
+        pipeline.run_cycle(Runtime(settings), CYCLE, run_id="run-1", send_notices=False)
         rows = email_rows(settings)
         assert len(rows) > KILL_AT and {row.status for row in rows} == {"pending"}
         assert handler.received == []
@@ -279,12 +281,12 @@ def test_a_notify_step_killed_half_way_sends_each_notice_once_after_the_rerun(se
 
         # A re-run within the lease leaves the dead run's claim alone: that notice stays
         # "sending" (counted as pending), never lost and not yet sent again.
-        pipeline.notify_cycle(settings, CYCLE, "run-3")
+        pipeline.notify_cycle(Runtime(settings), CYCLE, "run-3")
         held = {row.key: row.status for row in email_rows(settings)}
         assert held[in_flight] == "sending"
         assert Counter(held.values()) == {"sent": len(rows) - 1, "sending": 1}
         # Once the lease has run out, the next run takes the abandoned notice over.
-        pipeline.notify_cycle(replace(settings, notify_lease_seconds=0), CYCLE, "run-3")
+        pipeline.notify_cycle(Runtime(replace(settings, notify_lease_seconds=0)), CYCLE, "run-3")
 
     final = email_rows(settings)
     assert [row.key for row in final] == [row.key for row in rows]  # nothing lost

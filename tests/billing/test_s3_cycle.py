@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from billing import pipeline
+from billing.runtime import Runtime
 from billing.stages.audit import verify_cycle
 from billing.stages.view import last_invoices
 from storage.archive import open_archive, sha256_hex
@@ -38,7 +39,7 @@ def s3_cycle(aws_env, settings_for):
         archive_url=f"s3://{locked}/billing",
         chunk_size=120,
     )
-    reports = [pipeline.run_cycle(settings, cycle) for cycle in ("2026-10", "2026-11")]
+    reports = [pipeline.run_cycle(Runtime(settings), cycle) for cycle in ("2026-10", "2026-11")]
     return client, locked, settings, reports
 
 
@@ -67,7 +68,7 @@ def test_cycle_on_s3_is_locked_verifiable_and_viewable(s3_cycle):
         return sorted(v["VersionId"] for v in listed if "/reports/" not in v["Key"])
 
     before = archived_versions()
-    again = pipeline.run_cycle(settings, "2026-11")
+    again = pipeline.run_cycle(Runtime(settings), "2026-11")
     assert (again["invoices_issued"], again["pdfs_archived"]) == (0, 0)
     assert archived_versions() == before  # no second version of any invoice or manifest
 

@@ -8,8 +8,8 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from airflow_runtime import task_runtime
 
-from storage.archive import open_archive
 from tests.support.paths import DAGS
 
 DAG_FILE = DAGS / "invoice_cycle.py"
@@ -30,14 +30,15 @@ def test_s3_client_comes_from_the_airflow_connection(s3_bucket, monkeypatch, tmp
             "extra": {"endpoint_url": endpoint, "region_name": "eu-central-1"},
         }),
     )  # fmt: skip
-    spec = importlib.util.spec_from_file_location("invoice_cycle_dag", DAG_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    settings = module._settings()
-    assert settings.s3_client is not None
-    archive = open_archive(f"s3://{bucket}/via-connection", settings.s3_client)
-    stored = archive.put_once("invoices/C1/OR00000001.pdf", b"%PDF-1.7 test")
+    monkeypatch.setenv("INVOICES_ARCHIVE_URL", f"s3://{bucket}/via-connection")
+    task_runtime.cache_clear()
+    try:
+        runtime = task_runtime()
+    finally:
+        task_runtime.cache_clear()
+    assert runtime.settings.s3_client is not None
+    assert runtime.s3_client is runtime.settings.s3_client
+    stored = runtime.archive.put_once("invoices/C1/OR00000001.pdf", b"%PDF-1.7 test")
     assert (
         client.get_object(Bucket=bucket, Key="via-connection/" + stored.key)["Body"].read()
         == b"%PDF-1.7 test"

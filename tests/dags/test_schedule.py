@@ -29,6 +29,7 @@ from billing.domain.cycles import (
     resolve_cycle,
 )
 from billing.domain.errors import ConfigurationError, InputError
+from billing.runtime import Runtime
 from tests.support.airflow_env import airflow_env
 from tests.support.paths import REPO, SAMPLES
 
@@ -110,7 +111,7 @@ def test_the_scheduled_run_of_1_november_bills_october_across_the_dst_change(tmp
     home = tmp_path / "home"
     settings = Settings.from_env({"INVOICES_HOME": str(home)})
     cycle_id, period = resolve_cycle(None, (start, end))
-    staged = pipeline.stage(settings, cycle_id, period)
+    staged = pipeline.stage(Runtime(settings), cycle_id, period)
     check_period(staged.cycle, period)
 
 
@@ -166,12 +167,12 @@ def test_an_export_billing_other_days_than_the_run_is_refused_until_corrected(tm
     cycle_id, period = resolve_cycle(None, interval)
     with pytest.raises(InputError, match=r"2026-11/cycle.json: .*2026-10-01\.\.2026-10-30.*"
                        r"bills 2026-10-01\.\.2026-10-31"):  # fmt: skip
-        pipeline.stage(settings, cycle_id, period)
+        pipeline.stage(Runtime(settings), cycle_id, period)
     # refused before the cycle was registered: the corrected export runs
     cycle_file.write_text(json.dumps(cycle))
-    staged = pipeline.stage(settings, cycle_id, period)
+    staged = pipeline.stage(Runtime(settings), cycle_id, period)
     assert (staged.cycle.period_start, staged.cycle.period_end) == (period.start, period.end)
-    assert pipeline.issue(settings, cycle_id, "after-the-fix").issued == 301
+    assert pipeline.issue(Runtime(settings), cycle_id, "after-the-fix").issued == 301
 
 
 def test_a_run_with_an_interval_refuses_a_param_naming_another_cycle():

@@ -313,8 +313,7 @@ def test_an_unreachable_endpoint_is_retryable():
 
 def test_from_settings_sns_takes_boto3_settings_sender_and_rate(settings_for, aws_env):
     notifier = SmsNotifier.from_settings(
-        settings_for(sms_transport="sns"),
-        env={"INVOICES_SMS_SENDER_ID": "TelecomEx", "INVOICES_SMS_RATE": "2.5"},
+        settings_for(sms_transport="sns", sms_sender_id="TelecomEx", sms_rate="2.5")
     )
     published = []
     notifier.transport.client.meta.events.register(
@@ -347,8 +346,9 @@ def test_from_settings_sns_takes_boto3_settings_sender_and_rate(settings_for, aw
     ],
 )
 def test_from_settings_refuses_bad_sms_settings(settings_for, aws_env, env):
+    overrides = {name.removeprefix("INVOICES_").lower(): value for name, value in env.items()}
     with pytest.raises(ConfigurationError, match="INVOICES_SMS_"):
-        SmsNotifier.from_settings(settings_for(sms_transport="sns"), env=env)
+        SmsNotifier.from_settings(settings_for(sms_transport="sns", **overrides))
 
 
 # --- what the notifier refuses, and how fast it sends ----------------------------------------
@@ -430,8 +430,8 @@ def test_file_transport_writes_each_key_once_across_runs(settings_for):
     first = [sms(f"OR0000000{i}:sms", phone=f"+4072200045{i}") for i in range(1, 4)]
     second = [*first, sms("OR00000004:sms", phone="+40722000454")]
 
-    results_1 = SmsNotifier.from_settings(settings, env={}).send(first)
-    results_2 = SmsNotifier.from_settings(settings, env={}).send(second)
+    results_1 = SmsNotifier.from_settings(settings).send(first)
+    results_2 = SmsNotifier.from_settings(settings).send(second)
 
     assert [r.status for r in results_1 + results_2] == ["sent"] * 7
     assert [r.provider_message_id for r in results_2[:3]] == [

@@ -17,7 +17,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from billing.domain.errors import ArchiveConflictError, ArchiveError, ConfigurationError
-from storage.archive import open_archive, sha256_hex
+from billing.runtime import Runtime
+from storage.archive import sha256_hex
 from storage.s3_archive import LIFECYCLE_RULE_ID, S3Archive, apply_lifecycle
 
 INVOICE = "invoices/C0001/OR00000001.pdf"
@@ -137,18 +138,17 @@ def test_every_object_on_a_locked_bucket_is_kept_through_its_last_day(archive):
     assert archive.get(INVOICE, stored[0].version_id) == INVOICE.encode()
 
 
-def test_the_lock_mode_comes_from_the_environment(locked_bucket, monkeypatch):
+def test_the_lock_mode_comes_from_the_settings(locked_bucket, settings_for):
     _, bucket = locked_bucket
-    monkeypatch.setenv("INVOICES_ARCHIVE_LOCK_MODE", "governance")
-    archive = open_archive(f"s3://{bucket}/archive")
+    settings = settings_for(archive_url=f"s3://{bucket}/archive", archive_lock_mode="governance")
+    archive = Runtime(settings).archive
 
     stored = archive.put_once(INVOICE, PDF, retain_until=LAST_DAY)
 
     assert isinstance(archive, S3Archive) and archive.url == f"s3://{bucket}/archive"
     assert archive.retention(INVOICE, stored.version_id) == ("GOVERNANCE", LAST_DAY)
-    monkeypatch.setenv("INVOICES_ARCHIVE_LOCK_MODE", "forever")
     with pytest.raises(ConfigurationError, match="INVOICES_ARCHIVE_LOCK_MODE"):
-        S3Archive.from_url(f"s3://{bucket}/archive")
+        settings_for(archive_lock_mode="forever")
 
 
 def test_a_bucket_without_object_lock_stores_unlocked_objects(s3_bucket):

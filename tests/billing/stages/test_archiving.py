@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from billing import pipeline
 from billing.domain.errors import ArchiveError
+from billing.runtime import Runtime
 from billing.stages.archiving import invoice_key, manifest_bytes
 from storage.archive import sha256_hex
 from storage.ledger import invoice_documents, invoices, open_ledger
@@ -23,7 +24,7 @@ def documents(settings) -> dict[str, tuple]:
 
 def test_cycle_run_archives_one_pdf_per_invoice_and_a_manifest(settings_for):
     settings = settings_for()
-    report = pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    report = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1")
     archive_root = settings.home / "archive"
     docs = documents(settings)
     assert report["pdfs_archived"] == report["invoices_issued"] == len(docs) > 0
@@ -56,7 +57,7 @@ def test_cycle_run_archives_one_pdf_per_invoice_and_a_manifest(settings_for):
 
 def test_rerun_and_crash_recovery_rewrite_nothing(settings_for):
     settings = settings_for()
-    pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1")
     before = documents(settings)
     files = {p: p.stat() for p in (settings.home / "archive" / "invoices").rglob("*.pdf")}
 
@@ -65,14 +66,14 @@ def test_rerun_and_crash_recovery_rewrite_nothing(settings_for):
     with open_ledger(settings.ledger_url).begin() as conn:
         conn.execute(invoice_documents.delete().where(invoice_documents.c.number.in_(lost)))
 
-    again = pipeline.run_cycle(settings, "2026-11", run_id="run-2")
+    again = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-2")
     assert (again["invoices_issued"], again["pdfs_archived"]) == (0, 25)
     assert again["pdfs_existing"] == len(before) - 25
     assert documents(settings) == before
     for path, stat in files.items():
         assert path.stat().st_ino == stat.st_ino and path.stat().st_mtime_ns == stat.st_mtime_ns
 
-    third = pipeline.run_cycle(settings, "2026-11", run_id="run-3")
+    third = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-3")
     assert (third["invoices_issued"], third["pdfs_archived"], third["pdfs_existing"]) == (
         0,
         0,
@@ -84,9 +85,9 @@ def test_an_invoice_that_cannot_render_fails_the_chunk_after_the_others(settings
     from renderers import pdf
 
     settings = settings_for()
-    pipeline.start_run(settings, "2026-11", "run-1")
-    pipeline.stage(settings, "2026-11")
-    pipeline.issue(settings, "2026-11", "run-1")
+    pipeline.start_run(Runtime(settings), "2026-11", "run-1")
+    pipeline.stage(Runtime(settings), "2026-11")
+    pipeline.issue(Runtime(settings), "2026-11", "run-1")
     real = pdf.render_invoice
 
     def render(invoice, supplier):
@@ -98,8 +99,8 @@ def test_an_invoice_that_cannot_render_fails_the_chunk_after_the_others(settings
     with pytest.raises(
         ArchiveError, match=r"1 invoice\(s\) of cycle 2026-11 were not archived .*OR00000007"
     ):
-        pipeline.archive_cycle(settings, "2026-11", "run-1")
+        pipeline.archive_cycle(Runtime(settings), "2026-11", "run-1")
     docs = documents(settings)
     assert "OR00000007" not in docs and len(docs) == 300
     with pytest.raises(ArchiveError, match="have no archived PDF yet"):
-        pipeline.finalize_report(settings, "2026-11", "run-1")
+        pipeline.finalize_report(Runtime(settings), "2026-11", "run-1")

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from billing import pipeline
+from billing.runtime import Runtime
 from billing.stages.audit import download_cycle, verify_cycle
 from billing.stages.view import last_invoices
 from sample_data.generator import write_cycle
@@ -22,7 +23,7 @@ from storage.ledger import invoice_documents, invoices, manifests, open_ledger
 def two_cycles(settings_for):
     settings = settings_for()
     for cycle_id in ("2026-10", "2026-11"):
-        pipeline.run_cycle(settings, cycle_id)
+        pipeline.run_cycle(Runtime(settings), cycle_id)
     return settings, open_ledger(settings.ledger_url), open_archive(settings.archive_url)
 
 
@@ -122,7 +123,7 @@ def test_the_view_keeps_the_six_newest_whatever_order_cycles_are_run_in(settings
     settings = settings_for(source_url=tmp_path / "cycles")
     engine, archive = open_ledger(settings.ledger_url), open_archive(settings.archive_url)
     for cycle_id in months:  # newest cycles first, then backfills of older ones
-        pipeline.run_cycle(settings, cycle_id)
+        pipeline.run_cycle(Runtime(settings), cycle_id)
     view = last_invoices(engine, archive, "C0000003")
     assert [v["cycle_id"] for v in view] == [
         "2026-11",

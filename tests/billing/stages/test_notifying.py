@@ -8,6 +8,7 @@ import json
 import sqlalchemy as sa
 
 from billing import pipeline
+from billing.runtime import Runtime
 from storage.ledger import notices, open_ledger
 
 
@@ -18,7 +19,7 @@ def outbox_rows(settings) -> list:
 
 def test_embedded_run_sends_each_notice_once_and_reports_it(settings_for):
     settings = settings_for()
-    first = pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    first = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1")
     rows = outbox_rows(settings)
     emails = sorted((settings.home / "outbox" / "email").glob("*.eml"))
     sms = [
@@ -42,7 +43,7 @@ def test_embedded_run_sends_each_notice_once_and_reports_it(settings_for):
     assert attachments[0].get_payload(decode=True).startswith(b"%PDF")
     assert {len(m["text"]) <= 160 for m in sms} == {True}
 
-    again = pipeline.run_cycle(settings, "2026-11", run_id="run-2")
+    again = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-2")
     assert sorted((settings.home / "outbox" / "email").glob("*.eml")) == emails
     assert len((settings.home / "outbox" / "sms.jsonl").read_text().splitlines()) == len(sms)
     assert [(r.key, r.status, r.attempts) for r in outbox_rows(settings)] == [
@@ -53,7 +54,9 @@ def test_embedded_run_sends_each_notice_once_and_reports_it(settings_for):
 
 def test_a_run_that_does_not_send_leaves_notices_pending(settings_for):
     settings = settings_for()
-    report = pipeline.run_cycle(settings, "2026-11", run_id="backfill-1", send_notices=False)
+    report = pipeline.run_cycle(
+        Runtime(settings), "2026-11", run_id="backfill-1", send_notices=False
+    )
     assert report["notices"]["email"]["sent"] == 0 and report["notices"]["email"]["pending"] > 0
     assert not (settings.home / "outbox" / "email").exists()
     assert {r.status for r in outbox_rows(settings)} == {"pending"}
@@ -63,7 +66,7 @@ def test_a_notice_that_cannot_be_built_fails_alone(settings_for, monkeypatch):
     import notifiers.sms
 
     settings = settings_for()
-    pipeline.run_cycle(settings, "2026-11", run_id="run-1", send_notices=False)
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1", send_notices=False)
     real = notifiers.sms.render_sms
     broken = {}
 
@@ -74,7 +77,7 @@ def test_a_notice_that_cannot_be_built_fails_alone(settings_for, monkeypatch):
         return real(invoice, supplier_name)
 
     monkeypatch.setattr(notifiers.sms, "render_sms", render)
-    results = pipeline.notify_cycle(settings, "2026-11", "run-1")
+    results = pipeline.notify_cycle(Runtime(settings), "2026-11", "run-1")
     rows = {r.key: r for r in outbox_rows(settings) if r.channel == "sms"}
     [number] = broken
     assert rows[f"{number}:sms"].status == "failed-permanent"
@@ -84,7 +87,7 @@ def test_a_notice_that_cannot_be_built_fails_alone(settings_for, monkeypatch):
 
 def test_ops_can_resend_the_failed_notices_of_a_cycle(settings_for):
     settings = settings_for()
-    pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1")
     engine = open_ledger(settings.ledger_url)
     failed = [r.key for r in outbox_rows(settings) if r.channel == "email"][:3]
     with engine.begin() as conn:  # as if the relay had refused them
@@ -95,11 +98,11 @@ def test_ops_can_resend_the_failed_notices_of_a_cycle(settings_for):
         )
     for key in failed:
         (settings.home / "outbox" / "email" / f"{key.replace(':', '_')}.eml").unlink()
-    results = pipeline.resend_failed(settings, "2026-11", "resend-1", ("email",))
+    results = pipeline.resend_failed(Runtime(settings), "2026-11", "resend-1", ("email",))
     assert (results["email"].sent, results["email"].failed) == (3, 0)
     rows = {r.key: r for r in outbox_rows(settings)}
     assert all(rows[k].status == "sent" and rows[k].attempts == 2 for k in failed)
-    again = pipeline.resend_failed(settings, "2026-11", "resend-2", ("email",))
+    again = pipeline.resend_failed(Runtime(settings), "2026-11", "resend-2", ("email",))
     assert again["email"].sent == 0  # nothing failed any more: nothing is sent twice
 
 
@@ -115,7 +118,7 @@ def test_two_notify_runs_at_once_never_send_a_notice_twice(settings_for):
     from storage.blobs import open_store
 
     settings = settings_for(chunk_size=1000)
-    pipeline.run_cycle(settings, "2026-11", run_id="run-1", send_notices=False)
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1", send_notices=False)
     sent: Counter = Counter()
     lock = threading.Lock()
 
@@ -153,7 +156,7 @@ def test_two_notify_runs_at_once_never_send_a_notice_twice(settings_for):
 
 def test_emails_can_link_to_the_self_service_page_instead_of_attaching(settings_for):
     settings = settings_for(mail_link_url="https://contul-meu.example.ro/facturi")
-    pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1")
     first = sorted((settings.home / "outbox" / "email").glob("*.eml"))[0]
     message = email.message_from_bytes(first.read_bytes())
     number = first.name.split("_")[0]

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from pypdf import PdfReader
 
 from billing import pipeline
+from billing.runtime import Runtime
 from storage.ledger import invoices, notices, open_ledger
 
 
@@ -19,7 +20,7 @@ def batch_files(settings):
 
 def test_paper_invoices_are_batched_by_postal_code_once(settings_for):
     settings = settings_for()
-    report = pipeline.run_cycle(settings, "2026-11", run_id="run-1")
+    report = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1")
     mailing_csv, merged_pdf = batch_files(settings)
     rows = list(csv.DictReader(io.StringIO(mailing_csv.read_text(encoding="utf-8"))))
     assert len(rows) == report["paper_queued"] > 0
@@ -49,7 +50,7 @@ def test_paper_invoices_are_batched_by_postal_code_once(settings_for):
     # a crash after the batch was archived but before its notices were marked
     with engine.begin() as conn:
         conn.execute(notices.update().where(notices.c.channel == "paper").values(status="pending"))
-    pipeline.run_cycle(settings, "2026-11", run_id="run-2")
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-2")
     assert batch_files(settings) == [mailing_csv, merged_pdf]  # the same batch, not a second one
-    pipeline.run_cycle(settings, "2026-11", run_id="run-3")
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-3")
     assert batch_files(settings) == [mailing_csv, merged_pdf]

@@ -17,6 +17,7 @@ import notifiers.email
 import notifiers.sms
 from billing import pipeline
 from billing.cli import app
+from billing.runtime import Runtime
 from billing.stages.report_text import format_report, mask_contacts, pick_examples
 from notifiers.email import EmailNotifier
 from storage.ledger import invoices, notices, open_ledger, runs
@@ -110,10 +111,10 @@ def test_a_cycle_with_failures_reports_them_by_reason_without_personal_data(
         settings = settings_for(
             ledger_url=ledger_url, smtp_host=server.host, smtp_port=server.port, smtp_tls="none"
         )
-        report = pipeline.run_cycle(settings, CYCLE, run_id="run-1")
+        report = pipeline.run_cycle(Runtime(settings), CYCLE, run_id="run-1")
         rows = ledger_notices(settings)
         # A re-run sends nothing and counts the same failures and quarantine once.
-        again = pipeline.run_cycle(settings, CYCLE, run_id="run-2")
+        again = pipeline.run_cycle(Runtime(settings), CYCLE, run_id="run-2")
 
     # --- the new keys
     assert report["period"] == {"start": "2026-10-01", "end": "2026-10-31"}
@@ -214,7 +215,7 @@ def test_a_cycle_with_failures_reports_them_by_reason_without_personal_data(
     monkeypatch.setenv("INVOICES_LEDGER_URL", settings.ledger_url)
     result = CliRunner().invoke(app, ["report", CYCLE])
     assert result.exit_code == 0, result.output
-    assert result.output == format_report(pipeline.load_report(settings, CYCLE)) + "\n"
+    assert result.output == format_report(pipeline.load_report(Runtime(settings), CYCLE)) + "\n"
     assert "invoices issued" in result.output and "run-2" in result.output
 
 

@@ -1,0 +1,122 @@
+"""The resources of one process, each built once from `Settings` and passed to the stages.
+
+    Settings (the environment, and Airflow connections in a task)
+        └── Runtime
+              ├── ledger          SQLAlchemy engine (one per ledger URL and process)
+              ├── s3_client       one boto3 S3 client, storage's retry and timeout policy
+              ├── sns_client      one boto3 SNS client, the SMS channel's policy (SNS only)
+              ├── source/staging  blob stores of the export and of the staged cycle
+              ├── archive         the write-once archive (local folder or S3)
+              ├── supplier        the issuer printed on every invoice
+              ├── renderer        the PDF renderer and its template version
+              └── email / sms     the notifiers the settings select
+
+Each is built when first used, then kept: a task that only stages never opens SMTP. The
+orchestrators (`billing.pipeline` called by the DAGs and the CLI) make one Runtime per process and
+hand it down; nothing below reads the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from billing.config import Settings
+from billing.domain.model import Supplier
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """Renders an invoice to PDF bytes; `template_version` is recorded with every document."""
+
+    render: Callable[..., bytes]
+    template_version: str
+
+
+class Runtime:
+    """The process's resources for `settings` (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"Runtime(archive={self.settings.archive_url!r})"
+
+    @cached_property
+    def ledger(self):
+        from storage.ledger import open_ledger
+
+        return open_ledger(self.settings.ledger_url)
+
+    @cached_property
+    def s3_client(self) -> Any:
+        """The S3 client of every store and the archive: the settings' own (an Airflow
+        connection's), else one from boto3's settings with storage's retry policy."""
+        if self.settings.s3_client is not None:
+            return self.settings.s3_client
+        import boto3
+
+        from storage.s3_archive import CLIENT_CONFIG
+
+        return boto3.session.Session().client("s3", config=CLIENT_CONFIG)
+
+    @cached_property
+    def sns_client(self) -> Any:
+        if self.settings.sns_client is not None:
+            return self.settings.sns_client
+        import boto3
+
+        from notifiers.sms import CLIENT_CONFIG
+
+        return boto3.session.Session().client("sns", config=CLIENT_CONFIG)
+
+    def _s3(self, url: str) -> Any:
+        return self.s3_client if url.startswith("s3://") else None
+
+    @cached_property
+    def source(self):
+        from storage.blobs import open_store
+
+        return open_store(self.settings.source_url, self._s3(self.settings.source_url))
+
+    @cached_property
+    def staging(self):
+        from storage.blobs import open_store
+
+        return open_store(self.settings.staging_url, self._s3(self.settings.staging_url))
+
+    @cached_property
+    def archive(self):
+        from storage.archive import open_archive
+
+        url = self.settings.archive_url
+        return open_archive(url, self._s3(url), lock_mode=self.settings.archive_lock_mode)
+
+    @cached_property
+    def supplier(self) -> Supplier:
+        from renderers.supplier import load_supplier
+
+        return load_supplier(self.settings.supplier_file)
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        from renderers.pdf import TEMPLATE_VERSION, render_invoice
+
+        return Renderer(render_invoice, TEMPLATE_VERSION)
+
+    @cached_property
+    def email(self):
+        """SMTP when a host is set, else `.eml` files under `$INVOICES_HOME/outbox/email/`."""
+        from notifiers.email import email_notifier
+
+        return email_notifier(self.settings)
+
+    @cached_property
+    def sms(self):
+        """SNS or JSON lines under `$INVOICES_HOME/outbox/`, as `sms_transport` says."""
+        from notifiers.sms import SmsNotifier
+
+        client = self.sns_client if self.settings.sms_transport == "sns" else None
+        return SmsNotifier.from_settings(self.settings, client)
