@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 
 from billing.domain.cycles import BilledPeriod, check_period
 from billing.domain.errors import InputError
+from billing.domain.layout import report_key, reports_prefix
 from billing.domain.model import ChunkRef
 from billing.domain.notices import FAILED, MESSAGE_CHANNELS, REPORTED_AS, Channel, NoticeStatus
 from billing.runtime import Runtime
@@ -44,11 +44,6 @@ CHANNELS = tuple(str(channel) for channel in MESSAGE_CHANNELS)
 
 def new_run_id(prefix: str = "cli") -> str:
     return f"{prefix}__{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
-
-
-def report_key(cycle_id: str, run_id: str, suffix: str = ".json") -> str:
-    safe = re.sub(r"[^A-Za-z0-9._:+-]", "_", run_id)
-    return f"reports/{cycle_id}/{safe}{suffix}"
 
 
 def stage(runtime: Runtime, cycle_id: str, period: BilledPeriod | None = None) -> StagedCycle:
@@ -165,10 +160,7 @@ def resend_failed(
 def print_cycle(runtime: Runtime, cycle_id: str, run_id: str) -> PrintResult:
     """Put the cycle's paper invoices that are in no batch yet into a print batch."""
     return print_pending(
-        runtime.ledger,
-        runtime.archive,
-        cycle_id,
-        run_id,
+        runtime.ledger, runtime.archive, cycle_id, run_id, runtime.settings.retention_years
     )
 
 
@@ -403,7 +395,7 @@ def load_report(runtime: Runtime, cycle_id: str, run_id: str | None = None) -> d
     if run_id:
         keys = [report_key(cycle_id, run_id)]
     else:
-        keys = [k for k in archive.list(f"reports/{cycle_id}/") if k.endswith(".json")]
+        keys = [k for k in archive.list(reports_prefix(cycle_id)) if k.endswith(".json")]
     reports = []
     for key in keys:
         try:
@@ -411,7 +403,9 @@ def load_report(runtime: Runtime, cycle_id: str, run_id: str | None = None) -> d
         except FileNotFoundError:
             pass
     if not reports:
-        raise InputError(f"{archive.url}/reports/{cycle_id}/", "no run report for this cycle")
+        raise InputError(
+            f"{archive.url}/{reports_prefix(cycle_id)}", "no run report for this cycle"
+        )
     return max(reports, key=lambda r: r["finished_at"])
 
 

@@ -8,7 +8,6 @@ the same batch again (a no-op in the write-once archive) instead of printing any
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,12 +29,6 @@ class PaperItem:
     name: str
     mailing_address: Address
     pdf: bytes
-
-
-def batch_name(cycle_id: str, numbers: Sequence[str]) -> str:
-    """A name that depends only on which invoices the batch holds."""
-    digest = hashlib.sha256("\n".join(sorted(numbers)).encode()).hexdigest()[:12]
-    return f"print/{cycle_id}/batch-{len(numbers):05d}-{digest}"
 
 
 def build_print_batch(items: Sequence[PaperItem]) -> tuple[bytes, bytes]:

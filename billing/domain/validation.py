@@ -16,12 +16,12 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
 from billing.domain.model import Address, Charge, Customer, Cycle, Problem
 from billing.domain.vat import rates_in_period
-from renderers.fonts import undrawable
 
 CUSTOMER_COLUMNS = (
     "customer_id", "name", "tax_id", "street", "city", "county", "postal_code", "country",
@@ -91,6 +91,16 @@ _RO_POSTAL = re.compile(r"[0-9]{6}")
 _POSTAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{1,9}")
 
 
+# The first character of a text that the invoice's font cannot draw, or None. The renderer owns
+# the font (renderers.fonts.undrawable); staging passes its check in, so the domain stays pure.
+Undrawable = Callable[[str], str | None]
+
+
+def draws_everything(_text: str) -> str | None:
+    """An `Undrawable` for rules without a font: every character can be drawn."""
+    return None
+
+
 def normalize_text(value: str) -> str:
     """NFC, cedilla s/t to comma-below (the correct Romanian letters), whitespace folded."""
     if not value.isascii():
@@ -103,7 +113,9 @@ def has_control(value: str) -> bool:
     return _CONTROL.search(value) is not None
 
 
-def text_problem(value: str, limit: int = 200) -> tuple[str, str] | None:
+def text_problem(
+    value: str, limit: int = 200, undrawable: Undrawable = draws_everything
+) -> tuple[str, str] | None:
     """(reason, detail) when a text field cannot go on an invoice as it is: bytes that were not
     UTF-8, control characters, a character the invoice font cannot draw, or too long to print.
     Caught here, before a number is spent on an invoice that could not be rendered."""
@@ -244,10 +256,11 @@ def validate_cycle(
 
 
 class CustomerValidator:
-    """Validates customers.* rows of one file."""
+    """Validates customers.* rows of one file; `undrawable` is the invoice font's check."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, undrawable: Undrawable = draws_everything) -> None:
         self.file = file
+        self.undrawable = undrawable
 
     def validate(self, row: int, raw: dict[str, str]) -> tuple[Customer | None, list[Problem]]:
         get = {k: normalize_text(raw.get(k) or "") for k in CUSTOMER_COLUMNS}
@@ -265,7 +278,7 @@ class CustomerValidator:
             if not get[column]:
                 problem(column, "missing", f"{column} is empty")
         for column, value in get.items():
-            if found := text_problem(value, TEXT_LIMITS.get(column, 100)):
+            if found := text_problem(value, TEXT_LIMITS.get(column, 100), self.undrawable):
                 problem(column, *found)
         country = get["country"].upper() or "RO"
         if country not in ISO_COUNTRIES:
@@ -346,11 +359,13 @@ class CustomerValidator:
 
 
 class ChargeValidator:
-    """Validates charges.* rows of one file against the cycle's period and VAT rates."""
+    """Validates charges.* rows of one file against the cycle's period and VAT rates;
+    `undrawable` is the invoice font's check."""
 
-    def __init__(self, file: str, cycle: Cycle) -> None:
+    def __init__(self, file: str, cycle: Cycle, undrawable: Undrawable = draws_everything) -> None:
         self.file = file
         self.cycle = cycle
+        self.undrawable = undrawable
         self._period_rates = rates_in_period(cycle.period_start, cycle.period_end)
 
     def validate(self, row: int, raw: dict[str, str]) -> tuple[Charge | None, list[Problem]]:
@@ -365,7 +380,7 @@ class ChargeValidator:
         description = normalize_text(raw.get("description") or "")
         if not description:
             problem("description", "missing", "description is empty")
-        elif found := text_problem(description, TEXT_LIMITS["description"]):
+        elif found := text_problem(description, TEXT_LIMITS["description"], self.undrawable):
             problem("description", *found)
         numbers = {}
         for column in ("quantity", "unit_price", "vat_rate"):

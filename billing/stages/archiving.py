@@ -13,13 +13,14 @@ import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from billing.domain.errors import ArchiveError, InvoicePipelineError
+from billing.domain.layout import invoice_key, manifest_key, retention_end
 from billing.domain.model import IssuedInvoice, Supplier
 from storage.archive import Archive, StoredObject
 from storage.invoice_records import load_invoices, numbers_without_document
@@ -28,15 +29,6 @@ from storage.ledger import cycles, invoice_documents, invoices, lock_manifest_ch
 Renderer = Callable[[IssuedInvoice, Supplier], bytes]
 BATCH = 100
 UPLOADERS = 8  # concurrent archive writes per chunk
-RETENTION_YEARS = 10
-
-
-def invoice_key(customer_id: str, number: str) -> str:
-    return f"invoices/{customer_id}/{number}.pdf"
-
-
-def manifest_key(cycle_id: str) -> str:
-    return f"manifests/{cycle_id}.json"
 
 
 @dataclass(frozen=True)
@@ -45,12 +37,6 @@ class ArchiveResult:
 
     def __add__(self, other: ArchiveResult) -> ArchiveResult:
         return ArchiveResult(self.archived + other.archived)
-
-
-def retention_end(issue_date: date, years: int = RETENTION_YEARS) -> date:
-    """Last day an invoice must be kept: the end of its financial year plus `years`
-    (Law 82/1991 art. 25: ten years from the end of the year it was drawn up)."""
-    return date(issue_date.year + years, 12, 31)
 
 
 def archive_invoices(
@@ -62,7 +48,7 @@ def archive_invoices(
     supplier: Supplier,
     render: Renderer,
     template_version: str,
-    retention_years: int = RETENTION_YEARS,
+    retention_years: int,
     uploaders: int = UPLOADERS,
 ) -> ArchiveResult:
     """Render and archive the invoices of `customer_ids` in the cycle that have no document yet.
@@ -173,7 +159,7 @@ def manifest_bytes(manifest: dict) -> bytes:
 
 
 def finalize_manifest(
-    engine: Engine, archive: Archive, cycle_id: str, retention_years: int = RETENTION_YEARS
+    engine: Engine, archive: Archive, cycle_id: str, retention_years: int
 ) -> StoredObject:
     """Archive the cycle manifest once and append it to the chain.
 

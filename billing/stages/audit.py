@@ -14,7 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from billing.stages.archiving import manifest_key
+from billing.domain.layout import manifest_key
 from storage.archive import Archive, sha256_hex
 from storage.ledger import invoice_documents, invoices, manifests, series_counters
 

@@ -50,6 +50,7 @@ from billing.domain.validation import (
     CustomerValidator,
     validate_cycle,
 )
+from renderers.fonts import undrawable
 from storage.blobs import BlobStore
 
 MAX_CHUNKS = 1024  # Airflow's max_map_length: one mapped task per chunk
@@ -345,12 +346,12 @@ def stage_cycle(
         # customer rows without a usable id are quarantined, and counted as customers
         _, anonymous = _spill_table(
             iter_rows(source, customers_key, REQUIRED_CUSTOMER_COLUMNS, CUSTOMER_COLUMNS),
-            CustomerValidator(customers_file).validate,
+            CustomerValidator(customers_file, undrawable).validate,
             customers_file, customer_spill, quarantine, _customer_values,
         )  # fmt: skip
         charge_count, _ = _spill_table(
             iter_rows(source, charges_key, REQUIRED_CHARGE_COLUMNS, CHARGE_COLUMNS),
-            ChargeValidator(charges_file, cycle).validate,
+            ChargeValidator(charges_file, cycle, undrawable).validate,
             charges_file, charge_spill, quarantine, _charge_values,
         )  # fmt: skip
 

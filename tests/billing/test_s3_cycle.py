@@ -93,3 +93,21 @@ def test_tampering_behind_the_products_back_is_named(s3_cycle):
     assert verify_cycle(engine, archive, "2026-10") == [
         "manifests/2026-10.json: has a newer version than the archived one"
     ]
+
+
+def test_print_batches_are_kept_as_long_as_the_configured_retention(aws_env, settings_for):
+    # A print batch holds copies of invoices: it is locked exactly as long as they are, by the
+    # configured INVOICES_ARCHIVE_RETENTION_YEARS (it used to take the default ten years).
+    client = boto3.client("s3")
+    locked = f"archive-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(
+        Bucket=locked, CreateBucketConfiguration=REGION, ObjectLockEnabledForBucket=True
+    )
+    settings = settings_for(archive_url=f"s3://{locked}/billing", archive_retention_years=7)
+    report = pipeline.run_cycle(Runtime(settings), "2026-10")
+    archive = open_archive(settings.archive_url)
+    batch = [key for key in archive.list("print/2026-10/")]
+    assert report["paper_queued"] > 0 and len(batch) == 2  # the merged PDF and the mailing CSV
+    kept_until = date(2026 + 7, 12, 31)  # cycle 2026-10 is issued in 2026
+    for key in [*batch, *list(archive.list("invoices/"))[:5], "manifests/2026-10.json"]:
+        assert archive.retention(key) == ("COMPLIANCE", kept_until), key

@@ -185,3 +185,18 @@ def test_cycle_json_errors_are_all_listed():
     assert len(errors) == 5
     assert any(e.startswith("cycle_id:") for e in errors)
     assert any(e.startswith("currency:") for e in errors)
+
+
+def test_a_character_the_invoice_font_cannot_draw_is_reported_by_the_fonts_check():
+    def no_rockets(text):
+        return "🚀" if "🚀" in text else None
+
+    _, problems = CustomerValidator("c.csv", no_rockets).validate(
+        4, GOOD_CUSTOMER | {"name": "Ion 🚀 Popescu"}
+    )
+    assert [(p.column, p.reason) for p in problems] == [("name", "unprintable_text")]
+    # without a font every character is drawable: the domain's rules alone
+    customer, problems = CustomerValidator("c.csv").validate(
+        4, GOOD_CUSTOMER | {"name": "Ion 🚀 Popescu"}
+    )
+    assert customer is not None and problems == []

@@ -10,8 +10,9 @@ import sqlalchemy as sa
 
 from billing import pipeline
 from billing.domain.errors import ArchiveError
+from billing.domain.layout import invoice_key
 from billing.runtime import Runtime
-from billing.stages.archiving import invoice_key, manifest_bytes
+from billing.stages.archiving import manifest_bytes
 from storage.archive import sha256_hex
 from storage.ledger import invoice_documents, invoices, open_ledger
 

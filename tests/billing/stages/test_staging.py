@@ -207,3 +207,19 @@ def test_unusable_files_fail_with_one_clear_message_naming_the_file(tmp_path, br
     with pytest.raises(InputError, match=message) as info:
         stage_cycle(open_store(str(tmp_path / "src")), open_store(str(tmp_path / "st")), "2026-11")
     assert str(tmp_path / "src" / "2026-11") in str(info.value)
+
+
+def test_staging_checks_texts_against_the_invoice_font(tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(SAMPLES / "2026-10", source / "2026-10")
+    customers = source / "2026-10" / "customers.csv"
+    rows = list(csv.DictReader(customers.open(encoding="utf-8")))
+    rows[0]["name"] = "Ion \U0001f680 Popescu"  # DejaVu Sans Condensed has no rocket
+    with customers.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    staging = open_store(str(tmp_path / "staging"))
+    stage_cycle(open_store(str(source)), staging, "2026-10", chunk_size=100)
+    found = [(r["row"], r["column"], r["reason"]) for r in quarantine_rows(staging, "2026-10")]
+    assert ("2", "name", "unprintable_text") in found
