@@ -18,6 +18,7 @@ import notifiers.sms
 from billing import pipeline
 from billing.cli import app
 from billing.runtime import Runtime
+from billing.stages import reporting
 from billing.stages.report_text import format_report, mask_contacts, pick_examples
 from notifiers.email import EmailNotifier
 from storage.ledger import invoices, notices, open_ledger, runs
@@ -327,7 +328,7 @@ def test_quarantine_summary_leaves_the_detail_out():
         b"customers.csv,6,C3,phone,invalid_phone,'0722 123 456' is not E.164,flagged\n"
         b"customers.csv,7,C4,phone,invalid_phone,'0722 999 456' is not E.164,flagged\n"
     )
-    summary = pipeline.quarantine_summary(report_csv)
+    summary = reporting.quarantine_summary(report_csv)
     assert summary["by_reason"] == {"invalid_email": 1, "invalid_id": 1, "invalid_phone": 2}
     assert summary["flagged"] == {"invalid_email": 1, "invalid_phone": 2}
     assert summary["entries"] == 4

@@ -1,0 +1,255 @@
+"""The end of a run: the cycle manifest, the run report (contract 4) and the run's ledger row.
+
+Every count is read back from the ledger and the staged cycle, so a retried or re-run task is
+counted once. The report leaves out recipients and quarantine details (they may quote an
+e-mail address or a phone number); failure reasons have contacts masked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from billing.domain.layout import report_key
+from billing.domain.notices import FAILED, MESSAGE_CHANNELS, REPORTED_AS, Channel, NoticeStatus
+from billing.stages.archiving import finalize_manifest
+from billing.stages.report_text import mask_contacts, pick_examples, safe_customer_id
+from billing.stages.staging import load_staged
+from storage.archive import Archive
+from storage.blobs import BlobStore
+from storage.ledger import invoice_documents, invoices, notices, runs
+
+
+def start_run(engine: Engine, cycle_id: str, run_id: str) -> datetime:
+    """Record that a run of the cycle started (again, on a retry); returns its start time."""
+    with engine.begin() as conn:
+        found = conn.execute(sa.select(runs.c.started_at).where(runs.c.run_id == run_id)).first()
+        if found:
+            return found.started_at.replace(tzinfo=found.started_at.tzinfo or UTC)
+        now = datetime.now(UTC)
+        conn.execute(
+            runs.insert().values(run_id=run_id, cycle_id=cycle_id, started_at=now, status="running")
+        )
+        return now
+
+
+def cycle_counts(engine: Engine, cycle_id: str, run_id: str) -> dict:
+    """Invoices of the cycle (those this run issued, and all) and the cycle's totals."""
+    engine = engine
+    by_this_run = (invoices.c.run_id == run_id).label("by_this_run")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                by_this_run,
+                sa.func.count(),
+                sa.func.sum(invoices.c.net_total),
+                sa.func.sum(invoices.c.vat_total),
+                sa.func.sum(invoices.c.total),
+            )
+            .where(invoices.c.cycle_id == cycle_id)
+            .group_by(by_this_run)
+        ).all()
+    issued = sum(r[1] for r in rows if r[0])
+    count = sum(r[1] for r in rows)
+    net, vat, gross = (sum((r[i] for r in rows), Decimal("0.00")) for i in (2, 3, 4))
+    return {
+        "issued": issued,
+        "existing": count - issued,
+        "totals": {"net": f"{net:.2f}", "vat": f"{vat:.2f}", "gross": f"{gross:.2f}"},
+    }
+
+
+def notice_counts(engine: Engine, cycle_id: str) -> dict:
+    """The cycle's outbox by channel and state, paper invoices queued, and fallbacks."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(notices.c.channel, notices.c.status, sa.func.count())
+            .where(notices.c.cycle_id == cycle_id)
+            .group_by(notices.c.channel, notices.c.status)
+        ).all()
+        fallbacks = conn.execute(
+            sa.select(sa.func.count(sa.distinct(notices.c.number))).where(
+                notices.c.cycle_id == cycle_id, notices.c.fallback.is_(True)
+            )
+        ).scalar_one()
+    counts = {ch: {"sent": 0, "failed": 0, "pending": 0} for ch in MESSAGE_CHANNELS}
+    paper = 0
+    for channel, status, count in rows:
+        if channel == Channel.PAPER:
+            paper += count
+        else:
+            counts[channel][REPORTED_AS[NoticeStatus(status)]] += count
+    return {"notices": counts, "paper_queued": paper, "fallbacks": fallbacks}
+
+
+def document_counts(engine: Engine, cycle_id: str, run_id: str) -> tuple[int, int]:
+    """(PDFs this run archived, PDFs archived for the cycle in all)."""
+    # One labelled expression in both clauses: PostgreSQL matches GROUP BY to the select list
+    # by its text, and two separate comparisons would bind run_id under two names.
+    by_this_run = (invoice_documents.c.run_id == run_id).label("by_this_run")
+    with engine.connect() as conn:
+        by_run = dict(
+            conn.execute(
+                sa.select(by_this_run, sa.func.count())
+                .where(invoice_documents.c.cycle_id == cycle_id)
+                .group_by(by_this_run)
+            ).all()
+        )
+    return by_run.get(True, 0), sum(by_run.values())
+
+
+REPORT_EXAMPLES = 20  # example rows per list in the report
+FAILURE_SCAN = 1000  # failed notices read to choose the examples from
+REASON_LIMIT = 300  # characters of a failure reason kept in the report
+
+
+def quarantine_summary(report_csv: bytes) -> dict:
+    """The staged quarantine report by reason (every entry, and the flagged ones), with a few
+    examples spread over the reasons. The `detail` column is left out: it may quote an
+    e-mail address or a phone number."""
+    by_reason: Counter[str] = Counter()
+    flagged: Counter[str] = Counter()
+
+    def entries():
+        for entry in csv.DictReader(io.StringIO(report_csv.decode("utf-8", "replace"))):
+            reason = entry.get("reason") or ""
+            by_reason[reason] += 1
+            if entry.get("action") == "flagged":
+                flagged[reason] += 1
+            row = entry.get("row") or ""
+            yield {
+                "file": entry.get("file") or "",
+                "row": int(row) if row.isdigit() else mask_contacts(row),
+                "customer_id": safe_customer_id(entry.get("customer_id") or ""),
+                "column": entry.get("column") or "",
+                "reason": reason,
+                "action": entry.get("action") or "",
+            }
+
+    examples = pick_examples(entries(), "reason", REPORT_EXAMPLES)
+    return {
+        "entries": sum(by_reason.values()),
+        "by_reason": dict(sorted(by_reason.items())),
+        "flagged": dict(sorted(flagged.items())),
+        "examples": examples,
+    }
+
+
+def _failure_reason(last_error: str | None) -> str:
+    """A failure reason fit for a log: contacts masked, on one line, of bounded length."""
+    text = " ".join(mask_contacts(last_error or "").split())
+    return text[:REASON_LIMIT] or "(no reason recorded)"
+
+
+def failure_summary(engine: Engine, cycle_id: str) -> dict:
+    """The cycle's failed notices (for good, or to be retried) by reason, with examples; never
+    their recipients."""
+    failed = sa.and_(notices.c.cycle_id == cycle_id, notices.c.status.in_(FAILED))
+    with engine.connect() as conn:
+        groups = conn.execute(
+            sa.select(notices.c.status, notices.c.last_error, sa.func.count())
+            .where(failed)
+            .group_by(notices.c.status, notices.c.last_error)
+        ).all()
+        rows = conn.execute(
+            sa.select(
+                notices.c.number, invoices.c.customer_id, notices.c.channel, notices.c.status,
+                notices.c.attempts, notices.c.last_error,
+            )
+            .join(invoices, invoices.c.number == notices.c.number)
+            .where(failed)
+            .order_by(notices.c.number, notices.c.channel)
+            .limit(FAILURE_SCAN)
+        ).all()  # fmt: skip
+    by_reason: Counter[str] = Counter()
+    by_status: Counter[str] = Counter()
+    for status, last_error, count in groups:
+        by_reason[_failure_reason(last_error)] += count
+        by_status[status] += count
+    examples = pick_examples(
+        (
+            {
+                "number": r.number,
+                "customer_id": safe_customer_id(r.customer_id),
+                "channel": r.channel,
+                "status": r.status,
+                "attempts": r.attempts,
+                "reason": _failure_reason(r.last_error),
+            }
+            for r in rows
+        ),
+        "reason",
+        REPORT_EXAMPLES,
+    )
+    return {
+        "count": sum(by_status.values()),
+        "by_status": dict(sorted(by_status.items())),
+        "by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "examples": examples,
+    }
+
+
+def finalize_report(
+    engine: Engine,
+    archive: Archive,
+    staging: BlobStore,
+    cycle_id: str,
+    run_id: str,
+    retention_years: int,
+) -> dict:
+    """Write the cycle manifest and the run report (contract 4); the report also goes to the
+    ledger's run row. Every count is read back from the ledger and staging, so a retried or
+    re-run task is counted once."""
+    started_at = start_run(engine, cycle_id, run_id)
+    staged = load_staged(staging, cycle_id)
+    manifest = finalize_manifest(engine, archive, cycle_id, retention_years)
+    counts = cycle_counts(engine, cycle_id, run_id)
+    archived, documents = document_counts(engine, cycle_id, run_id)
+    quarantine_key = report_key(cycle_id, run_id, ".quarantine.csv")
+    quarantine_csv = staging.read_bytes(f"{cycle_id}/quarantine.csv")
+    archive.replace(quarantine_key, quarantine_csv)
+    quarantine = quarantine_summary(quarantine_csv)
+    failures = failure_summary(engine, cycle_id)
+    finished_at = datetime.now(UTC)
+    report = {
+        "cycle_id": cycle_id,
+        "run_id": run_id,
+        "started_at": started_at.isoformat(),
+        "finished_at": finished_at.isoformat(),
+        "customers": staged.customers,
+        "quarantined_customers": staged.quarantined_customers,
+        "quarantined_rows": staged.quarantined_rows,
+        "flagged_customers": staged.flagged_customers,
+        "invoices_issued": counts["issued"],
+        "invoices_existing": counts["existing"],
+        "pdfs_archived": archived,
+        "pdfs_existing": documents - archived,
+        **notice_counts(engine, cycle_id),
+        "totals": counts["totals"],
+        "chunks": len(staged.chunks),
+        "manifest": {"key": manifest.key, "sha256": manifest.sha256},
+        "quarantine_report": quarantine_key,
+        "period": {
+            "start": staged.cycle.period_start.isoformat(),
+            "end": staged.cycle.period_end.isoformat(),
+        },
+        "issue_date": staged.cycle.issue_date.isoformat(),
+        "quarantine": quarantine,
+        "failures": failures,
+    }
+    body = json.dumps(report, indent=2, ensure_ascii=False)
+    archive.replace(report_key(cycle_id, run_id), body.encode("utf-8"))
+    with engine.begin() as conn:
+        conn.execute(
+            runs.update()
+            .where(runs.c.run_id == run_id)
+            .values(finished_at=finished_at, status="finished", report=body)
+        )
+    return report
