@@ -121,9 +121,12 @@ airflow-stop:
 test: install
 	$(BIN)/pytest
 
+# Style, and the house plan: import-linter's contracts in pyproject.toml fail on any import that
+# points up the layers (README.md, "The house plan").
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 bench: install
 	@$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev,bench]'

@@ -18,7 +18,7 @@ from billing.domain.layout import report_key, reports_prefix
 from billing.domain.model import ChunkRef
 from billing.domain.notices import MESSAGE_CHANNELS
 from billing.runtime import Runtime
-from billing.stages import audit, reporting, resending, view
+from billing.stages import audit, report_text, reporting, resending, view
 from billing.stages.archiving import ArchiveResult, archive_invoices
 from billing.stages.issuing import IssueResult, issue_invoices, register_cycle
 from billing.stages.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
@@ -158,6 +158,11 @@ def finalize_report(runtime: Runtime, cycle_id: str, run_id: str) -> dict:
         runtime.ledger, runtime.archive, runtime.staging, cycle_id, run_id,
         runtime.settings.retention_years,
     )  # fmt: skip
+
+
+def format_report(report: dict) -> str:
+    """The run report as the plain-text tables ops read in the task log and `invoices report`."""
+    return report_text.format_report(report)
 
 
 def load_report(runtime: Runtime, cycle_id: str, run_id: str | None = None) -> dict:

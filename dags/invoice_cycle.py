@@ -174,13 +174,12 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
             from airflow_runtime import fail_fast, task_runtime
 
             from billing import pipeline
-            from billing.stages.report_text import format_report
 
             with fail_fast():
                 result = pipeline.finalize_report(
                     task_runtime(), staged["cycle_id"], get_current_context()["run_id"]
                 )
-            log.info("run report\n%s", format_report(result))
+            log.info("run report\n%s", pipeline.format_report(result))
             return pipeline.report_key(result["cycle_id"], result["run_id"])
 
         staged = stage()
