@@ -122,7 +122,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
 
             ref = ChunkRef.from_dict(chunk)
             context = get_current_context()
-            context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
+            context["chunk_label"] = f"chunk {ref.number} of {ref.total}"
             with fail_fast():
                 return pipeline.archive_chunk(task_runtime(), ref, context["run_id"]).archived
 
@@ -136,9 +136,9 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
 
             ref = ChunkRef.from_dict(chunk)
             context = get_current_context()
-            context["chunk_label"] = f"chunk {ref.chunk} of {ref.chunks}"
+            context["chunk_label"] = f"chunk {ref.number} of {ref.total}"
             if not _sends_notices(context):
-                log.info("%s of chunk %s not sent: send_notices is off", channel, ref.chunk)
+                log.info("%s of chunk %s not sent: send_notices is off", channel, ref.number)
                 return {}
             with fail_fast():
                 results = pipeline.notify_chunk(task_runtime(), ref, context["run_id"], (channel,))

@@ -118,11 +118,14 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class ChunkRef:
-    """A small descriptor of one staged chunk: what tasks pass to each other."""
+    """A small descriptor of one staged chunk: what tasks pass to each other.
+
+    `number` is the chunk's place in the cycle (1-based), `total` how many chunks the cycle has:
+    "chunk 3 of 5". Customers are in id order within and across chunks."""
 
     cycle_id: str
-    chunk: int
-    chunks: int
+    number: int
+    total: int
     customers: int
     charges: int
     first_customer: str
@@ -131,8 +134,8 @@ class ChunkRef:
     def as_dict(self) -> dict:
         return {
             "cycle_id": self.cycle_id,
-            "chunk": self.chunk,
-            "chunks": self.chunks,
+            "number": self.number,
+            "total": self.total,
             "customers": self.customers,
             "charges": self.charges,
             "first_customer": self.first_customer,
@@ -141,6 +144,8 @@ class ChunkRef:
 
     @classmethod
     def from_dict(cls, data: dict) -> ChunkRef:
+        if "number" not in data:  # staged before the fields were renamed from chunk/chunks
+            data = {**data, "number": data["chunk"], "total": data["chunks"]}
         return cls(**{k: data[k] for k in cls.__slots__})
 
 

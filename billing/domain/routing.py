@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billing.domain.model import Customer
+from billing.domain.notices import Channel
 
-EMAIL, SMS, PAPER = "email", "sms", "paper"
+EMAIL, SMS, PAPER = Channel.EMAIL, Channel.SMS, Channel.PAPER
 CHOSEN = {"email": (EMAIL,), "sms": (SMS,), "both": (EMAIL, SMS), "none": ()}
 
 

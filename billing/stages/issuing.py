@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from billing.domain.errors import CycleConflictError
 from billing.domain.model import Charge, Customer, Cycle
 from billing.domain.money import compute_totals, line_net
+from billing.domain.notices import NoticeStatus
 from billing.domain.routing import recipient, route
 from storage.invoice_records import customer_snapshot
 from storage.ledger import cycles, invoice_lines, invoice_vat, invoices, notices, series_counters
@@ -141,7 +142,7 @@ def _notice_rows(number: str, cycle_id: str, customer: Customer, now: datetime) 
         {
             "key": f"{number}:{channel}", "number": number, "cycle_id": cycle_id,
             "channel": channel, "recipient": recipient(customer, channel),
-            "fallback": chosen.fallback, "status": "pending", "attempts": 0, "last_error": "",
+            "fallback": chosen.fallback, "status": NoticeStatus.PENDING, "attempts": 0, "last_error": "",
             "provider_message_id": "", "created_at": now, "updated_at": now,
         }
         for channel in chosen.channels

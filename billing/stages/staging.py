@@ -367,7 +367,7 @@ def stage_cycle(
             if customers:
                 number = len(chunks) + 1
                 chunks.append(_write_chunk(staging, cycle_id, number, customers, charges))
-        chunks = [ChunkRef(**{**c.as_dict(), "chunks": len(chunks)}) for c in chunks]
+        chunks = [ChunkRef(**{**c.as_dict(), "total": len(chunks)}) for c in chunks]
         report = quarantine.finish()
 
     staged = StagedCycle(
@@ -522,7 +522,7 @@ def _write_chunk(staging: BlobStore, cycle_id: str, number: int, customers, char
         pq.write_table(table, buffer, compression="zstd")
         staging.write_bytes(chunk_key(cycle_id, number, name), buffer.getvalue().to_pybytes())
     return ChunkRef(
-        cycle_id=cycle_id, chunk=number, chunks=0, customers=len(customers), charges=len(charges),
+        cycle_id=cycle_id, number=number, total=0, customers=len(customers), charges=len(charges),
         first_customer=customers[0][0], last_customer=customers[-1][0],
     )  # fmt: skip
 
@@ -533,7 +533,7 @@ def chunk_key(cycle_id: str, chunk: int, table: str) -> str:
 
 def read_chunk_customer_ids(staging: BlobStore, ref: ChunkRef) -> list[str]:
     """Only the customer ids of a staged chunk."""
-    data = staging.read_bytes(chunk_key(ref.cycle_id, ref.chunk, "customers"))
+    data = staging.read_bytes(chunk_key(ref.cycle_id, ref.number, "customers"))
     return pq.read_table(pa.BufferReader(data), columns=["customer_id"]).column(0).to_pylist()
 
 
@@ -544,7 +544,7 @@ def read_chunk(staging: BlobStore, ref: ChunkRef) -> list[tuple[Customer, list[C
 
     def table(name: str) -> list[dict[str, str]]:
         return pq.read_table(
-            pa.BufferReader(staging.read_bytes(chunk_key(ref.cycle_id, ref.chunk, name)))
+            pa.BufferReader(staging.read_bytes(chunk_key(ref.cycle_id, ref.number, name)))
         ).to_pylist()
 
     by_customer: dict[str, list[Charge]] = defaultdict(list)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from billing.domain.errors import InputError
+from billing.domain.model import ChunkRef
 from billing.stages.staging import read_chunk, stage_cycle
 from storage.blobs import S3Store, open_store
 from tests.support.paths import SAMPLES
@@ -55,7 +56,7 @@ def test_every_documented_bad_row_is_quarantined_and_valid_customers_kept(tmp_pa
     assert staged.customers == len(all_ids)
     assert staged.quarantined_customers == len(quarantined)
     assert staged.flagged_customers == 2
-    assert len(staged.chunks) == 5 and all(c.chunks == 5 for c in staged.chunks)
+    assert len(staged.chunks) == 5 and all(c.total == 5 for c in staged.chunks)
     # each charge of a quarantined customer is reported too, so nothing disappears silently
     with (SAMPLES / "2026-11" / "charges.csv").open(encoding="utf-8") as f:
         orphan_rows = {
@@ -223,3 +224,11 @@ def test_staging_checks_texts_against_the_invoice_font(tmp_path):
     stage_cycle(open_store(str(source)), staging, "2026-10", chunk_size=100)
     found = [(r["row"], r["column"], r["reason"]) for r in quarantine_rows(staging, "2026-10")]
     assert ("2", "name", "unprintable_text") in found
+
+
+def test_a_chunk_descriptor_staged_under_the_old_field_names_still_reads():
+    old = {"cycle_id": "2026-11", "chunk": 2, "chunks": 5, "customers": 64, "charges": 900,
+           "first_customer": "C0000065", "last_customer": "C0000128"}  # fmt: skip
+    ref = ChunkRef.from_dict(old)
+    assert (ref.number, ref.total) == (2, 5)
+    assert ChunkRef.from_dict(ref.as_dict()) == ref
