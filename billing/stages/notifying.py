@@ -24,7 +24,8 @@ from sqlalchemy.engine import Engine
 
 from billing.domain.errors import InvoicePipelineError
 from billing.domain.model import IssuedInvoice, Supplier
-from notifiers.delivery import DeliveryResult, Notifier, Outgoing
+from billing.domain.notices import NoticeStatus
+from notifiers.base import DeliveryResult, Notifier, Outgoing
 from storage.archive import Archive
 from storage.invoice_records import load_invoices
 from storage.ledger import invoice_documents, invoices, notices
@@ -75,7 +76,7 @@ def email_channel(
 
 
 def sms_channel(notifier: Notifier, supplier: Supplier, batch: int = 50) -> Channel:
-    from notifiers.sms import render_sms
+    from renderers.messages import render_sms
 
     def build(invoice: IssuedInvoice, recipient: str, pdf: bytes | None) -> Outgoing:
         return Outgoing(f"{invoice.number}:sms", recipient, "", render_sms(invoice, supplier.name))
@@ -123,7 +124,8 @@ def notify_invoices(
             try:
                 messages.append(channel.build(by_number[notice.number], notice.recipient, pdf))
             except (ValueError, InvoicePipelineError) as exc:  # this notice can never be sent
-                unusable.append(DeliveryResult(notice.key, "failed-permanent", error=str(exc)))
+                failed = DeliveryResult(notice.key, NoticeStatus.FAILED_PERMANENT, error=str(exc))
+                unusable.append(failed)
         token = uuid.uuid4().hex
         claimed = _claim(
             engine, [m.key for m in messages] + [r.key for r in unusable], token, lease

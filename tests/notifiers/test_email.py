@@ -12,8 +12,10 @@ import time
 import pytest
 
 from billing.config import Settings
-from notifiers.delivery import FAILED_PERMANENT, FAILED_RETRYABLE, SENT, Outgoing
-from notifiers.email import EmailNotifier, EmlFileNotifier, email_notifier, message_id
+from billing.domain.notices import NoticeStatus
+from billing.runtime import Runtime
+from notifiers.base import Outgoing
+from notifiers.email import EmailNotifier, EmlFileNotifier, message_id
 from renderers.messages import render_email
 from renderers.pdf import render_invoice
 from renderers.supplier import load_supplier
@@ -30,6 +32,11 @@ from tests.support.smtp import (
 MAIL_FROM = "Telecom Exemplu SA <facturi@telecom-exemplu.ro>"
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 64 + b"\r\n.\r\n\n.\n%%EOF\n"
 FAST = {"timeout": 2.0, "max_attempts": 5, "backoff_base": 0.01, "backoff_cap": 0.05}
+SENT, FAILED_RETRYABLE, FAILED_PERMANENT = (
+    NoticeStatus.SENT,
+    NoticeStatus.FAILED_RETRYABLE,
+    NoticeStatus.FAILED_PERMANENT,
+)
 
 
 def address(n: int) -> str:
@@ -345,8 +352,8 @@ def test_eml_files_are_written_once(tmp_path):
 
 
 def test_settings_choose_the_channel(tmp_path):
-    files = email_notifier(Settings.from_env({"INVOICES_HOME": str(tmp_path)}))
-    smtp = email_notifier(
+    files = Runtime(Settings.from_env({"INVOICES_HOME": str(tmp_path)})).email
+    smtp = Runtime(
         Settings.from_env(
             {
                 "INVOICES_HOME": str(tmp_path),
@@ -356,7 +363,7 @@ def test_settings_choose_the_channel(tmp_path):
                 "INVOICES_SMTP_PASSWORD": "s3cret",
             }
         )
-    )
+    ).email
 
     assert isinstance(files, EmlFileNotifier)
     assert files.outbox_dir == tmp_path / "outbox" / "email"
@@ -368,3 +375,4 @@ def test_settings_choose_the_channel(tmp_path):
         "facturi",
     )
     assert "s3cret" not in repr(smtp)
+

@@ -63,20 +63,21 @@ def test_a_run_that_does_not_send_leaves_notices_pending(settings_for):
 
 
 def test_a_notice_that_cannot_be_built_fails_alone(settings_for, monkeypatch):
-    import notifiers.sms
+    import renderers.messages
+    from billing.domain.errors import PermanentDeliveryError
 
     settings = settings_for()
     pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1", send_notices=False)
-    real = notifiers.sms.render_sms
+    real = renderers.messages.render_sms
     broken = {}
 
     def render(invoice, supplier_name):
         if not broken:
             broken[invoice.number] = True
-            raise ValueError("supplier name does not fit one segment")
+            raise PermanentDeliveryError("supplier name does not fit one segment")
         return real(invoice, supplier_name)
 
-    monkeypatch.setattr(notifiers.sms, "render_sms", render)
+    monkeypatch.setattr(renderers.messages, "render_sms", render)
     results = pipeline.notify_cycle(Runtime(settings), "2026-11", "run-1")
     rows = {r.key: r for r in outbox_rows(settings) if r.channel == "sms"}
     [number] = broken
@@ -113,7 +114,7 @@ def test_two_notify_runs_at_once_never_send_a_notice_twice(settings_for):
 
     from billing.stages.notifying import Channel, notify_invoices
     from billing.stages.staging import read_chunk_customer_ids
-    from notifiers.delivery import DeliveryResult, Outgoing
+    from notifiers.base import DeliveryResult, Outgoing
     from storage.archive import open_archive
     from storage.blobs import open_store
 
@@ -164,3 +165,4 @@ def test_emails_can_link_to_the_self_service_page_instead_of_attaching(settings_
     plain = next(p for p in message.walk() if p.get_content_type() == "text/plain")
     text = plain.get_payload(decode=True).decode("utf-8")
     assert f"https://contul-meu.example.ro/facturi/?invoice={number}" in text
+
