@@ -7,8 +7,10 @@ after a hard crash only the claimed batch is uncertain: once its lease runs out 
 with the same idempotency key (the e-mail Message-ID is derived from it, so receivers can drop a
 duplicate). Each claim carries a token, so two notify runs at once never send the same notice
 and a run that lost its claim cannot overwrite another's result.
-A notice that cannot be built (e.g. an SMS text that cannot fit one segment) fails for good,
-recorded with its reason, without holding up the others.
+A notice that cannot be built (e.g. an SMS text that cannot fit one segment: a
+`PermanentDeliveryError`) fails for good, recorded with its reason, without holding up the others;
+any other error (a `ConfigurationError` such as a bad sender address) stops the run, as it would
+fail every notice alike.
 A notice already sent is never selected again.
 """
 
@@ -22,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from billing.domain.errors import InvoicePipelineError
+from billing.domain.errors import PermanentDeliveryError
 from billing.domain.model import IssuedInvoice, Supplier
 from billing.domain.notices import NoticeStatus
 from notifiers.base import DeliveryResult, Notifier, Outgoing
@@ -123,7 +125,7 @@ def notify_invoices(
             pdf = archive.get(notice.pdf, notice.version_id) if needed else None
             try:
                 messages.append(channel.build(by_number[notice.number], notice.recipient, pdf))
-            except (ValueError, InvoicePipelineError) as exc:  # this notice can never be sent
+            except PermanentDeliveryError as exc:  # this notice can never be sent
                 failed = DeliveryResult(notice.key, NoticeStatus.FAILED_PERMANENT, error=str(exc))
                 unusable.append(failed)
         token = uuid.uuid4().hex

@@ -12,10 +12,11 @@ import time
 import pytest
 
 from billing.config import Settings
+from billing.domain.errors import ConfigurationError, PermanentDeliveryError
 from billing.domain.notices import NoticeStatus
 from billing.runtime import Runtime
 from notifiers.base import Outgoing
-from notifiers.email import EmailNotifier, EmlFileNotifier, message_id
+from notifiers.email import EmailNotifier, EmlFileNotifier, build_message, message_id
 from renderers.messages import render_email
 from renderers.pdf import render_invoice
 from renderers.supplier import load_supplier
@@ -376,3 +377,43 @@ def test_settings_choose_the_channel(tmp_path):
     )
     assert "s3cret" not in repr(smtp)
 
+
+@pytest.mark.parametrize(
+    "mail_from",
+    [
+        pytest.param("facturi", id="no-domain"),
+        pytest.param("Facturi <facturi@example.ro>\r\nBcc: x@example.ro", id="two-lines"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_a_bad_sender_is_a_configuration_error_not_a_failed_message(tmp_path, mail_from):
+    with pytest.raises(ConfigurationError, match="INVOICES_MAIL_FROM"):
+        EmailNotifier("127.0.0.1", 25, mail_from=mail_from)
+    with pytest.raises(ConfigurationError, match="INVOICES_MAIL_FROM"):
+        EmlFileNotifier(tmp_path, mail_from)
+    with pytest.raises(ConfigurationError, match="INVOICES_MAIL_FROM"):
+        build_message(outgoing(1), mail_from)
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        pytest.param(lambda tmp: build_message(outgoing(1, recipient="a@b"), MAIL_FROM), "recipient",
+                     id="bad-recipient"),
+        pytest.param(lambda tmp: EmlFileNotifier(tmp, MAIL_FROM).path_for("../etc:passwd"),
+                     "cannot name a file", id="key-not-a-file-name"),
+    ],
+)  # fmt: skip
+def test_a_message_that_can_never_be_sent_is_a_permanent_delivery_error(tmp_path, make, problem):
+    with pytest.raises(PermanentDeliveryError, match=problem):
+        make(tmp_path)
+
+
+def test_eml_files_record_an_unnameable_key_as_failed_permanent(tmp_path):
+    files = EmlFileNotifier(tmp_path, MAIL_FROM)
+
+    [bad, good] = files.send([outgoing(1, key="../x:email"), outgoing(2)])
+
+    assert (bad.status, good.status) == (FAILED_PERMANENT, SENT)
+    assert "cannot name a file" in bad.error
+    assert [p.name for p in tmp_path.glob("*.eml")] == ["OR00000002_email.eml"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import json
 
+import pytest
 import sqlalchemy as sa
 
 from billing import pipeline
@@ -166,3 +167,33 @@ def test_emails_can_link_to_the_self_service_page_instead_of_attaching(settings_
     text = plain.get_payload(decode=True).decode("utf-8")
     assert f"https://contul-meu.example.ro/facturi/?invoice={number}" in text
 
+
+def test_a_configuration_error_while_building_fails_the_run_not_the_notices(
+    settings_for, monkeypatch
+):
+    import renderers.messages
+    from billing.domain.errors import ConfigurationError
+
+    settings = settings_for()
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1", send_notices=False)
+
+    def render(invoice, supplier_name):
+        raise ConfigurationError("the supplier file has no name")
+
+    monkeypatch.setattr(renderers.messages, "render_sms", render)
+    with pytest.raises(ConfigurationError, match="supplier file"):
+        pipeline.notify_cycle(Runtime(settings), "2026-11", "run-1")
+    statuses = {r.status for r in outbox_rows(settings) if r.channel == "sms"}
+    assert statuses == {"pending"}  # none recorded failed one by one; a fixed run sends them all
+
+
+def test_a_bad_sender_address_fails_the_run_and_records_no_notice(settings_for):
+    from billing.domain.errors import ConfigurationError
+
+    settings = settings_for()
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1", send_notices=False)
+
+    with pytest.raises(ConfigurationError, match="INVOICES_MAIL_FROM"):
+        pipeline.notify_cycle(Runtime(settings_for(mail_from="facturi")), "2026-11", "run-2")
+    assert {r.status for r in outbox_rows(settings) if r.channel == "email"} == {"pending"}
+    assert not (settings.home / "outbox" / "email").exists()
