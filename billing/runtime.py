@@ -109,14 +109,39 @@ class Runtime:
     @cached_property
     def email(self):
         """SMTP when a host is set, else `.eml` files under `$INVOICES_HOME/outbox/email/`."""
-        from notifiers.email import email_notifier
+        from notifiers.email import EmailNotifier, EmlFileNotifier
 
-        return email_notifier(self.settings)
+        s = self.settings
+        if s.smtp_host:
+            return EmailNotifier(
+                s.smtp_host,
+                s.smtp_port,
+                s.smtp_tls,
+                s.smtp_username,
+                s.smtp_password,
+                s.mail_from,
+            )
+        return EmlFileNotifier(s.home / "outbox" / "email", s.mail_from)
 
     @cached_property
     def sms(self):
-        """SNS or JSON lines under `$INVOICES_HOME/outbox/`, as `sms_transport` says."""
-        from notifiers.sms import SmsNotifier
+        """SNS or JSON lines under `$INVOICES_HOME/outbox/`, as `sms_transport` says: SNS paced at
+        `sms_rate` (default `DEFAULT_SNS_RATE`), the file unpaced unless `sms_rate` is set."""
+        import math
 
-        client = self.sns_client if self.settings.sms_transport == "sns" else None
-        return SmsNotifier.from_settings(self.settings, client)
+        from billing.config import DEFAULT_SNS_RATE
+        from billing.domain.errors import ConfigurationError
+        from notifiers.sms import FileTransport, SmsNotifier, SnsTransport
+
+        s = self.settings
+        if s.sms_transport == "sns":
+            transport = SnsTransport(self.sns_client, sender_id=s.sms_sender_id)
+            return SmsNotifier(
+                transport, s.sms_rate if s.sms_rate is not None else DEFAULT_SNS_RATE
+            )
+        if s.sms_transport == "file":
+            transport = FileTransport(s.home / "outbox" / "sms.jsonl")
+            return SmsNotifier(transport, s.sms_rate if s.sms_rate is not None else math.inf)
+        raise ConfigurationError(
+            f"INVOICES_SMS_TRANSPORT must be file or sns, not {s.sms_transport!r}"
+        )

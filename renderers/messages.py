@@ -1,8 +1,15 @@
-"""The invoice e-mail (subject, plain text, HTML) in the customer's language.
+"""The notice texts in the customer's language: the e-mail (subject, plain text, HTML) and the SMS.
 
 Wording lives in jinja2 templates under `renderers/templates/` (`email.<lang>.txt.j2`,
 `email.<lang>.html.j2`); amounts and dates use the Romanian formats of `renderers.formats`, as on
 the PDF. The HTML templates are autoescaped, so a customer name such as `<script>` arrives as text.
+
+The SMS is one GSM-7 segment (`billing.domain.gsm`), its wording in `SMS_TEMPLATES`.
+
+A notice that cannot be written for an invoice (a language or currency without a text, a link
+that is not http(s), no room in one SMS) raises `UnsendableNoticeError`: a
+`PermanentDeliveryError` (the notify step records that notice as failed for good) that is also a
+`ValueError`, as these functions raised before the typed errors.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from billing.domain.errors import PermanentDeliveryError
+from billing.domain.gsm import SINGLE_GSM7, septets, transliterate
 from billing.domain.model import IssuedInvoice, Supplier
 from renderers.formats import format_amount, format_date
 
@@ -22,6 +31,14 @@ SUBJECTS = {
     "ro": "Factura {number} de la {supplier}",
     "en": "Your invoice {number} from {supplier}",
 }
+SMS_TEMPLATES = {
+    "ro": "{supplier}: factura {number} de {amount} lei, scadenta {due}. Detalii in contul tau.",
+    "en": "{supplier}: invoice {number} of {amount} lei, due {due}. Details in your account.",
+}
+
+
+class UnsendableNoticeError(PermanentDeliveryError, ValueError):
+    """The notice of this invoice cannot be written, so it can never be sent."""
 
 
 def render_email(
@@ -34,9 +51,9 @@ def render_email(
     """
     language = invoice.customer.language
     if language not in LANGUAGES:
-        raise ValueError(f"no e-mail template for language {language!r}")
+        raise UnsendableNoticeError(f"no e-mail template for language {language!r}")
     if link is not None and urlsplit(link).scheme not in ("https", "http"):
-        raise ValueError("link must be an http(s) URL")
+        raise UnsendableNoticeError("link must be an http(s) URL")
     context = {
         "customer_name": invoice.customer.name,
         "number": invoice.number,
@@ -54,6 +71,58 @@ def render_email(
     text = environment.get_template(f"email.{language}.txt.j2").render(context)
     html = environment.get_template(f"email.{language}.html.j2").render(context)
     return " ".join(subject.split()), text, html
+
+
+def render_sms(invoice: IssuedInvoice, supplier_name: str) -> str:
+    """The notice of `invoice` in its customer's language (ro or en), e.g.
+    "Telecom Exemplu: factura OR00000001 de 239,95 lei, scadenta 21.11.2026. Detalii in contul
+    tau."
+
+    The text is GSM-7 and fits one segment: a supplier name too long for it is shortened (at a
+    word boundary when it can be); the invoice number, amount and due date are always whole.
+    Raises `UnsendableNoticeError` for an unsupported language or currency, an empty supplier
+    name, or when not even one character of the supplier name fits.
+    """
+    template = SMS_TEMPLATES.get(invoice.customer.language)
+    if template is None:
+        raise UnsendableNoticeError(
+            f"invoice {invoice.number}: customer language {invoice.customer.language!r} "
+            "is not ro or en"
+        )
+    if invoice.currency != "RON":
+        raise UnsendableNoticeError(
+            f"invoice {invoice.number}: currency {invoice.currency!r} is not supported "
+            "(amounts are written in lei)"
+        )
+    supplier = " ".join(transliterate(supplier_name).split())
+    if not supplier:
+        raise UnsendableNoticeError("the supplier name is empty")
+    fields = {
+        "number": transliterate(invoice.number),
+        "amount": format_amount(invoice.total),
+        "due": format_date(invoice.due_date),
+    }
+    room = SINGLE_GSM7 - septets(transliterate(template.format(supplier="", **fields)))
+    supplier = _shorten(supplier, room)
+    if not supplier:
+        raise UnsendableNoticeError(
+            f"invoice {invoice.number}: number, amount and due date leave no room for the "
+            "supplier name in one SMS segment"
+        )
+    return transliterate(template.format(supplier=supplier, **fields))
+
+
+def _shorten(name: str, room: int) -> str:
+    if septets(name) <= room:
+        return name
+    used = end = 0
+    while end < len(name) and used + septets(name[end]) <= room:
+        used += septets(name[end])
+        end += 1
+    cut = name[:end]
+    if name[end] != " " and " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:-")
 
 
 @cache

@@ -7,8 +7,10 @@ after a hard crash only the claimed batch is uncertain: once its lease runs out 
 with the same idempotency key (the e-mail Message-ID is derived from it, so receivers can drop a
 duplicate). Each claim carries a token, so two notify runs at once never send the same notice
 and a run that lost its claim cannot overwrite another's result.
-A notice that cannot be built (e.g. an SMS text that cannot fit one segment) fails for good,
-recorded with its reason, without holding up the others.
+A notice that cannot be built (e.g. an SMS text that cannot fit one segment: a
+`PermanentDeliveryError`) fails for good, recorded with its reason, without holding up the others;
+any other error (a `ConfigurationError` such as a bad sender address) stops the run, as it would
+fail every notice alike.
 A notice already sent is never selected again.
 """
 
@@ -22,9 +24,10 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from billing.domain.errors import InvoicePipelineError
+from billing.domain.errors import PermanentDeliveryError
 from billing.domain.model import IssuedInvoice, Supplier
-from notifiers.delivery import DeliveryResult, Notifier, Outgoing
+from billing.domain.notices import NoticeStatus
+from notifiers.base import DeliveryResult, Notifier, Outgoing
 from storage.archive import Archive
 from storage.invoice_records import load_invoices
 from storage.ledger import invoice_documents, invoices, notices
@@ -75,7 +78,7 @@ def email_channel(
 
 
 def sms_channel(notifier: Notifier, supplier: Supplier, batch: int = 50) -> Channel:
-    from notifiers.sms import render_sms
+    from renderers.messages import render_sms
 
     def build(invoice: IssuedInvoice, recipient: str, pdf: bytes | None) -> Outgoing:
         return Outgoing(f"{invoice.number}:sms", recipient, "", render_sms(invoice, supplier.name))
@@ -122,8 +125,9 @@ def notify_invoices(
             pdf = archive.get(notice.pdf, notice.version_id) if needed else None
             try:
                 messages.append(channel.build(by_number[notice.number], notice.recipient, pdf))
-            except (ValueError, InvoicePipelineError) as exc:  # this notice can never be sent
-                unusable.append(DeliveryResult(notice.key, "failed-permanent", error=str(exc)))
+            except PermanentDeliveryError as exc:  # this notice can never be sent
+                failed = DeliveryResult(notice.key, NoticeStatus.FAILED_PERMANENT, error=str(exc))
+                unusable.append(failed)
         token = uuid.uuid4().hex
         claimed = _claim(
             engine, [m.key for m in messages] + [r.key for r in unusable], token, lease

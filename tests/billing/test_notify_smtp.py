@@ -14,13 +14,12 @@ from dataclasses import replace
 import pytest
 import sqlalchemy as sa
 
-import notifiers.email
 from billing import pipeline
 from billing.runtime import Runtime
-from notifiers.email import EmailNotifier, message_id
+from notifiers.email import message_id
 from storage.ledger import notices, open_ledger
 from tests.support.paths import REPO, SAMPLES
-from tests.support.smtp import REFUSED_REPLY, RecordingHandler, smtp_server
+from tests.support.smtp import REFUSED_REPLY, RecordingHandler, smtp_notifier, smtp_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -114,12 +113,11 @@ def test_smtp_notices_arrive_once_with_retries_and_refusals(settings_for, monkey
     handler = MisbehavingHandler(transient_at={3, 40, 90}, refused_at={10, 60, 120})
     handler.drop_at_mail.add(75)  # hang up, unanswered, on the 75th MAIL (mid-batch)
 
-    # EmailNotifier's pool, backoff and timeout are not settings: build it as
-    # notifiers.email.email_notifier would, with a small backoff (pool_size stays 4).
-    def fast_notifier(settings):
-        return EmailNotifier.from_settings(settings, **FAST)
-
-    monkeypatch.setattr(notifiers.email, "email_notifier", fast_notifier)
+    # EmailNotifier's pool, backoff and timeout are not settings: build it as Runtime.email
+    # would, with a small backoff (pool_size stays 4).
+    monkeypatch.setattr(
+        Runtime, "email", property(lambda runtime: smtp_notifier(runtime.settings, **FAST))
+    )
 
     with smtp_server(handler) as server:
         settings = settings_for(smtp_host=server.host, smtp_port=server.port, smtp_tls="none")
@@ -191,21 +189,23 @@ def test_smtp_notices_arrive_once_with_retries_and_refusals(settings_for, monkey
 # The notify step in its own process, sending one message at a time: the e-mail notifier with
 # a pool of one connection, and the e-mail channel claiming and recording one notice per batch.
 # Neither is a setting (INVOICES_* has no pool or batch size), so the bootstrap patches the two
-# factories the runtime and billing.pipeline.notify_chunk look up before it calls notify_cycle.
+# factories (Runtime.email, billing.pipeline.email_channel) before it calls notify_cycle.
 NOTIFY_ONE_AT_A_TIME = """
 import sys
 
 import billing.pipeline
-import notifiers.email
 from billing.config import Settings
 from billing.runtime import Runtime
+from notifiers.email import EmailNotifier
 
-def one_connection(settings):
-    return notifiers.email.EmailNotifier.from_settings(
-        settings, pool_size=1, timeout=10.0, backoff_base=0.01, backoff_cap=0.05
+def one_connection(runtime):
+    s = runtime.settings
+    return EmailNotifier(
+        s.smtp_host, s.smtp_port, s.smtp_tls, s.smtp_username, s.smtp_password, s.mail_from,
+        pool_size=1, timeout=10.0, backoff_base=0.01, backoff_cap=0.05,
     )
 
-notifiers.email.email_notifier = one_connection
+Runtime.email = property(one_connection)
 email_channel = billing.pipeline.email_channel
 billing.pipeline.email_channel = lambda notifier, supplier, link_base=None: email_channel(
     notifier, supplier, link_base, batch=1

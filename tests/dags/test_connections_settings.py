@@ -14,12 +14,14 @@ from airflow_runtime.connections import settings_with_connections
 
 from billing.config import Settings
 from billing.domain.errors import ConfigurationError
-from notifiers.delivery import SENT, Outgoing
-from notifiers.email import EmailNotifier, email_notifier
-from notifiers.sms import SmsNotifier
+from billing.domain.notices import NoticeStatus
+from billing.runtime import Runtime
+from notifiers.base import Outgoing
 from storage.archive import open_archive
 from tests.support.paths import SAMPLES
-from tests.support.smtp import Authenticator, smtp_server, tls_contexts
+from tests.support.smtp import Authenticator, smtp_notifier, smtp_server, tls_contexts
+
+SENT = NoticeStatus.SENT
 
 LOGIN, PASSWORD = "facturi-conn", "parola-din-conexiune"
 ENV_PASSWORD = "parola-din-mediu"
@@ -87,7 +89,7 @@ def test_smtp_settings_come_from_the_connection_and_deliver(smtp_env, monkeypatc
         monkeypatch.setenv("INVOICES_SMTP_CONN_ID", conn_id)
         with caplog.at_level(logging.DEBUG):
             settings = settings_with_connections(Settings.from_env())
-            results = email_notifier(settings).send([notice()])
+            results = Runtime(settings).email.send([notice()])
 
     assert (settings.smtp_host, settings.smtp_port, settings.smtp_tls) == (
         server.host,
@@ -130,7 +132,7 @@ def test_tls_modes_of_the_connection_deliver(
             Settings.from_env(), env={"INVOICES_SMTP_CONN_ID": conn_id}
         )
         # The self-signed test certificate: trusted through the notifier's own option.
-        channel = EmailNotifier.from_settings(settings, tls_context=client_context)
+        channel = smtp_notifier(settings, tls_context=client_context)
         results = channel.send([notice()])
 
     assert settings.smtp_tls == mode
@@ -240,7 +242,7 @@ def test_sns_and_s3_clients_come_from_the_aws_connection(s3_bucket, monkeypatch,
     )
 
     settings = settings_with_connections(Settings.from_env())
-    notifier = SmsNotifier.from_settings(settings)
+    notifier = Runtime(settings).sms
     phone = f"+4072{uuid.uuid4().int % 10**7:07d}"
     [result] = notifier.send(
         [Outgoing(key="OR00000001:sms", recipient=phone, subject="", text="Factura OR00000001")]

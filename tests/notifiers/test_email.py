@@ -12,8 +12,11 @@ import time
 import pytest
 
 from billing.config import Settings
-from notifiers.delivery import FAILED_PERMANENT, FAILED_RETRYABLE, SENT, Outgoing
-from notifiers.email import EmailNotifier, EmlFileNotifier, email_notifier, message_id
+from billing.domain.errors import ConfigurationError, PermanentDeliveryError
+from billing.domain.notices import NoticeStatus
+from billing.runtime import Runtime
+from notifiers.base import Outgoing
+from notifiers.email import EmailNotifier, EmlFileNotifier, build_message, message_id
 from renderers.messages import render_email
 from renderers.pdf import render_invoice
 from renderers.supplier import load_supplier
@@ -30,6 +33,11 @@ from tests.support.smtp import (
 MAIL_FROM = "Telecom Exemplu SA <facturi@telecom-exemplu.ro>"
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 64 + b"\r\n.\r\n\n.\n%%EOF\n"
 FAST = {"timeout": 2.0, "max_attempts": 5, "backoff_base": 0.01, "backoff_cap": 0.05}
+SENT, FAILED_RETRYABLE, FAILED_PERMANENT = (
+    NoticeStatus.SENT,
+    NoticeStatus.FAILED_RETRYABLE,
+    NoticeStatus.FAILED_PERMANENT,
+)
 
 
 def address(n: int) -> str:
@@ -345,8 +353,8 @@ def test_eml_files_are_written_once(tmp_path):
 
 
 def test_settings_choose_the_channel(tmp_path):
-    files = email_notifier(Settings.from_env({"INVOICES_HOME": str(tmp_path)}))
-    smtp = email_notifier(
+    files = Runtime(Settings.from_env({"INVOICES_HOME": str(tmp_path)})).email
+    smtp = Runtime(
         Settings.from_env(
             {
                 "INVOICES_HOME": str(tmp_path),
@@ -356,7 +364,7 @@ def test_settings_choose_the_channel(tmp_path):
                 "INVOICES_SMTP_PASSWORD": "s3cret",
             }
         )
-    )
+    ).email
 
     assert isinstance(files, EmlFileNotifier)
     assert files.outbox_dir == tmp_path / "outbox" / "email"
@@ -368,3 +376,44 @@ def test_settings_choose_the_channel(tmp_path):
         "facturi",
     )
     assert "s3cret" not in repr(smtp)
+
+
+@pytest.mark.parametrize(
+    "mail_from",
+    [
+        pytest.param("facturi", id="no-domain"),
+        pytest.param("Facturi <facturi@example.ro>\r\nBcc: x@example.ro", id="two-lines"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_a_bad_sender_is_a_configuration_error_not_a_failed_message(tmp_path, mail_from):
+    with pytest.raises(ConfigurationError, match="INVOICES_MAIL_FROM"):
+        EmailNotifier("127.0.0.1", 25, mail_from=mail_from)
+    with pytest.raises(ConfigurationError, match="INVOICES_MAIL_FROM"):
+        EmlFileNotifier(tmp_path, mail_from)
+    with pytest.raises(ConfigurationError, match="INVOICES_MAIL_FROM"):
+        build_message(outgoing(1), mail_from)
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        pytest.param(lambda tmp: build_message(outgoing(1, recipient="a@b"), MAIL_FROM), "recipient",
+                     id="bad-recipient"),
+        pytest.param(lambda tmp: EmlFileNotifier(tmp, MAIL_FROM).path_for("../etc:passwd"),
+                     "cannot name a file", id="key-not-a-file-name"),
+    ],
+)  # fmt: skip
+def test_a_message_that_can_never_be_sent_is_a_permanent_delivery_error(tmp_path, make, problem):
+    with pytest.raises(PermanentDeliveryError, match=problem):
+        make(tmp_path)
+
+
+def test_eml_files_record_an_unnameable_key_as_failed_permanent(tmp_path):
+    files = EmlFileNotifier(tmp_path, MAIL_FROM)
+
+    [bad, good] = files.send([outgoing(1, key="../x:email"), outgoing(2)])
+
+    assert (bad.status, good.status) == (FAILED_PERMANENT, SENT)
+    assert "cannot name a file" in bad.error
+    assert [p.name for p in tmp_path.glob("*.eml")] == ["OR00000002_email.eml"]

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 
 from billing.domain.errors import ConfigurationError
 from billing.domain.gsm import segments, septets, transliterate
-from notifiers.delivery import DeliveryResult, Outgoing
-from notifiers.sms import FileTransport, SmsNotifier, SnsTransport, mask_phone, render_sms
+from billing.runtime import Runtime
+from notifiers.base import DeliveryResult, Outgoing
+from notifiers.sms import FileTransport, SmsNotifier, SnsTransport, mask_phone
 from renderers.formats import format_amount
+from renderers.messages import render_sms
 from tests.support.factory import customer, line, make_invoice
 
 SUPPLIER = "Telecom Exemplu Ștefănești S.A."
@@ -311,10 +313,10 @@ def test_an_unreachable_endpoint_is_retryable():
     assert result.error.startswith("EndpointConnectionError")
 
 
-def test_from_settings_sns_takes_boto3_settings_sender_and_rate(settings_for, aws_env):
-    notifier = SmsNotifier.from_settings(
+def test_runtime_sns_takes_boto3_settings_sender_and_rate(settings_for, aws_env):
+    notifier = Runtime(
         settings_for(sms_transport="sns", sms_sender_id="TelecomEx", sms_rate="2.5")
-    )
+    ).sms
     published = []
     notifier.transport.client.meta.events.register(
         "before-send.sns.Publish", lambda request, **_: published.append(request.body)
@@ -345,10 +347,10 @@ def test_from_settings_sns_takes_boto3_settings_sender_and_rate(settings_for, aw
         pytest.param({"INVOICES_SMS_SENDER_ID": "TelecomExemplu"}, id="sender-id-over-11"),
     ],
 )
-def test_from_settings_refuses_bad_sms_settings(settings_for, aws_env, env):
+def test_runtime_refuses_bad_sms_settings(settings_for, aws_env, env):
     overrides = {name.removeprefix("INVOICES_").lower(): value for name, value in env.items()}
     with pytest.raises(ConfigurationError, match="INVOICES_SMS_"):
-        SmsNotifier.from_settings(settings_for(sms_transport="sns", **overrides))
+        _ = Runtime(settings_for(sms_transport="sns", **overrides)).sms
 
 
 # --- what the notifier refuses, and how fast it sends ----------------------------------------
@@ -430,8 +432,8 @@ def test_file_transport_writes_each_key_once_across_runs(settings_for):
     first = [sms(f"OR0000000{i}:sms", phone=f"+4072200045{i}") for i in range(1, 4)]
     second = [*first, sms("OR00000004:sms", phone="+40722000454")]
 
-    results_1 = SmsNotifier.from_settings(settings).send(first)
-    results_2 = SmsNotifier.from_settings(settings).send(second)
+    results_1 = Runtime(settings).sms.send(first)
+    results_2 = Runtime(settings).sms.send(second)
 
     assert [r.status for r in results_1 + results_2] == ["sent"] * 7
     assert [r.provider_message_id for r in results_2[:3]] == [

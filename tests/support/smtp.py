@@ -13,6 +13,8 @@ that keeps every accepted message, parsed, and can be told to misbehave per reci
 
 `tls_contexts(folder)` makes a self-signed certificate for 127.0.0.1 and returns the server's and
 a trusting client's SSL contexts; `Authenticator` checks one login for AUTH PLAIN/LOGIN.
+`smtp_notifier(settings, **options)` is the `EmailNotifier` `Runtime.email` builds, with the
+options no setting has (pool size, backoff, timeout, a TLS context).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from billing.config import Settings
+from notifiers.email import EmailNotifier
 
 HOST = "127.0.0.1"
 TRANSIENT_REPLY = "451 4.7.1 Try again later"
@@ -175,6 +180,20 @@ def smtp_server(handler: RecordingHandler | None = None, **smtp_parameters) -> I
         yield Server(HOST, controller.port, handler)
     finally:
         controller.stop()
+
+
+def smtp_notifier(settings: Settings, **options) -> EmailNotifier:
+    """The SMTP notifier of `settings` (as `Runtime.email` builds it), with `options` such as
+    `pool_size`, `backoff_base` or `tls_context` that are not settings."""
+    return EmailNotifier(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_tls,
+        settings.smtp_username,
+        settings.smtp_password,
+        settings.mail_from,
+        **options,
+    )
 
 
 def tls_contexts(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:

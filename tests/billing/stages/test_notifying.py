@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import json
 
+import pytest
 import sqlalchemy as sa
 
 from billing import pipeline
@@ -63,20 +64,21 @@ def test_a_run_that_does_not_send_leaves_notices_pending(settings_for):
 
 
 def test_a_notice_that_cannot_be_built_fails_alone(settings_for, monkeypatch):
-    import notifiers.sms
+    import renderers.messages
+    from billing.domain.errors import PermanentDeliveryError
 
     settings = settings_for()
     pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1", send_notices=False)
-    real = notifiers.sms.render_sms
+    real = renderers.messages.render_sms
     broken = {}
 
     def render(invoice, supplier_name):
         if not broken:
             broken[invoice.number] = True
-            raise ValueError("supplier name does not fit one segment")
+            raise PermanentDeliveryError("supplier name does not fit one segment")
         return real(invoice, supplier_name)
 
-    monkeypatch.setattr(notifiers.sms, "render_sms", render)
+    monkeypatch.setattr(renderers.messages, "render_sms", render)
     results = pipeline.notify_cycle(Runtime(settings), "2026-11", "run-1")
     rows = {r.key: r for r in outbox_rows(settings) if r.channel == "sms"}
     [number] = broken
@@ -113,7 +115,7 @@ def test_two_notify_runs_at_once_never_send_a_notice_twice(settings_for):
 
     from billing.stages.notifying import Channel, notify_invoices
     from billing.stages.staging import read_chunk_customer_ids
-    from notifiers.delivery import DeliveryResult, Outgoing
+    from notifiers.base import DeliveryResult, Outgoing
     from storage.archive import open_archive
     from storage.blobs import open_store
 
@@ -164,3 +166,34 @@ def test_emails_can_link_to_the_self_service_page_instead_of_attaching(settings_
     plain = next(p for p in message.walk() if p.get_content_type() == "text/plain")
     text = plain.get_payload(decode=True).decode("utf-8")
     assert f"https://contul-meu.example.ro/facturi/?invoice={number}" in text
+
+
+def test_a_configuration_error_while_building_fails_the_run_not_the_notices(
+    settings_for, monkeypatch
+):
+    import renderers.messages
+    from billing.domain.errors import ConfigurationError
+
+    settings = settings_for()
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1", send_notices=False)
+
+    def render(invoice, supplier_name):
+        raise ConfigurationError("the supplier file has no name")
+
+    monkeypatch.setattr(renderers.messages, "render_sms", render)
+    with pytest.raises(ConfigurationError, match="supplier file"):
+        pipeline.notify_cycle(Runtime(settings), "2026-11", "run-1")
+    statuses = {r.status for r in outbox_rows(settings) if r.channel == "sms"}
+    assert statuses == {"pending"}  # none recorded failed one by one; a fixed run sends them all
+
+
+def test_a_bad_sender_address_fails_the_run_and_records_no_notice(settings_for):
+    from billing.domain.errors import ConfigurationError
+
+    settings = settings_for()
+    pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1", send_notices=False)
+
+    with pytest.raises(ConfigurationError, match="INVOICES_MAIL_FROM"):
+        pipeline.notify_cycle(Runtime(settings_for(mail_from="facturi")), "2026-11", "run-2")
+    assert {r.status for r in outbox_rows(settings) if r.channel == "email"} == {"pending"}
+    assert not (settings.home / "outbox" / "email").exists()

@@ -13,17 +13,16 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-import notifiers.email
-import notifiers.sms
+import renderers.messages
 from billing import pipeline
 from billing.cli import app
+from billing.domain.errors import PermanentDeliveryError
 from billing.runtime import Runtime
 from billing.stages import reporting
 from billing.stages.report_text import format_report, mask_contacts, pick_examples
-from notifiers.email import EmailNotifier
 from storage.ledger import invoices, notices, open_ledger, runs
 from tests.support.paths import SAMPLES
-from tests.support.smtp import RecordingHandler, smtp_server
+from tests.support.smtp import RecordingHandler, smtp_notifier, smtp_server
 
 CYCLE = "2026-11"
 FAILED = ("failed-permanent", "failed-retryable")
@@ -89,23 +88,23 @@ def test_a_cycle_with_failures_reports_them_by_reason_without_personal_data(
     settings_for, ledger_url, monkeypatch
 ):
     monkeypatch.setattr(
-        notifiers.email,
-        "email_notifier",
-        lambda settings: EmailNotifier.from_settings(settings, **FAST),
+        Runtime, "email", property(lambda runtime: smtp_notifier(runtime.settings, **FAST))
     )
     # Some SMS texts cannot be built, with an error that quotes the customer's contacts (the
     # ledger keeps the reason as raised): the report must mask them all the same.
-    real_render = notifiers.sms.render_sms
+    real_render = renderers.messages.render_sms
     broken: set[str] = set()
 
     def render(invoice, supplier_name):
         if len(broken) < 3 or invoice.number in broken:
             broken.add(invoice.number)
             customer = invoice.customer
-            raise ValueError(f"cannot text {customer.phone} (also tried {customer.email})")
+            raise PermanentDeliveryError(
+                f"cannot text {customer.phone} (also tried {customer.email})"
+            )
         return real_render(invoice, supplier_name)
 
-    monkeypatch.setattr(notifiers.sms, "render_sms", render)
+    monkeypatch.setattr(renderers.messages, "render_sms", render)
 
     handler = QuotingRefuser(refused_at={5, 50, 100, 150})
     with smtp_server(handler) as server:

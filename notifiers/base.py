@@ -1,12 +1,15 @@
 """What every channel takes and gives back: one `Outgoing` message in, one `DeliveryResult` out.
 
 A channel's `send(messages)` returns exactly one result per distinct idempotency key, in the order
-of `messages`. Statuses:
+of `messages`. Statuses (`billing.domain.notices.NoticeStatus`):
 
-    sent               the provider accepted the message
-    failed-retryable   not delivered this time (4xx, timeout, connection lost, server unreachable):
+    SENT               the provider accepted the message
+    FAILED_RETRYABLE   not delivered this time (4xx, timeout, connection lost, server unreachable):
                        the notice stays pending and a later run tries again
-    failed-permanent   never retry (5xx, an unusable recipient)
+    FAILED_PERMANENT   never retry (5xx, an unusable recipient)
+
+A message that can never be sent is a `PermanentDeliveryError` where it is built; a bad sender
+or server setting is a `ConfigurationError`, raised rather than reported per message.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-SENT = "sent"
-FAILED_RETRYABLE = "failed-retryable"
-FAILED_PERMANENT = "failed-permanent"
-STATUSES = (SENT, FAILED_RETRYABLE, FAILED_PERMANENT)
+from billing.domain.notices import NoticeStatus
+
+DELIVERY_STATUSES = (
+    NoticeStatus.SENT,
+    NoticeStatus.FAILED_RETRYABLE,
+    NoticeStatus.FAILED_PERMANENT,
+)
 
 
 @dataclass(frozen=True)
@@ -40,20 +46,22 @@ class Outgoing:
 @dataclass(frozen=True)
 class DeliveryResult:
     """The outcome for one key. `error` holds the server's reply or the exception for a failure,
-    never the recipient address."""
+    never the recipient address. `status` may be given as its string ("sent", ...)."""
 
     key: str
-    status: str  # "sent" | "failed-retryable" | "failed-permanent"
+    status: NoticeStatus
     provider_message_id: str = ""
     error: str = ""
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+        if self.status not in DELIVERY_STATUSES:
+            values = tuple(str(status) for status in DELIVERY_STATUSES)
+            raise ValueError(f"status must be one of {values}, not {self.status!r}")
+        object.__setattr__(self, "status", NoticeStatus(self.status))
 
     @property
     def sent(self) -> bool:
-        return self.status == SENT
+        return self.status == NoticeStatus.SENT
 
 
 class Notifier(Protocol):

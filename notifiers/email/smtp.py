@@ -1,20 +1,17 @@
-"""The e-mail channel: invoice notices over SMTP, or as `.eml` files in the embedded setup.
+"""`EmailNotifier`: invoice notices over SMTP through a small pool of reused connections.
 
-`EmailNotifier` sends a batch through a small pool of reused SMTP connections (aiosmtplib).
-Each message gets a Message-ID derived from its idempotency key, so a re-sent notice carries the
-same Message-ID and receivers can drop the duplicate. Failures are sorted as the error hierarchy
-of `billing.domain.errors` says:
+Each message gets a Message-ID derived from its idempotency key (`notifiers.email.message`).
+aiosmtplib's errors are mapped into the tree of `billing.domain.errors` here, at one point:
 
     RetryableDeliveryError   4xx replies, timeouts, dropped connections: retried with capped
                              exponential backoff and full jitter; after the last attempt the
-                             result is "failed-retryable" and the notice stays pending
-    PermanentDeliveryError   5xx replies, an unusable recipient: "failed-permanent" at once
+                             result is FAILED_RETRYABLE and the notice stays pending
+    PermanentDeliveryError   5xx replies, an unusable recipient: FAILED_PERMANENT at once
+    ConfigurationError       raised, not reported: a sender or setting no message can go with
 
 When the server cannot be used at all (refused login, failed TLS, unreachable for as many
 consecutive connection attempts as a message may make), the rest of the batch is reported
-"failed-retryable" straight away instead of hammering the server.
-
-`EmlFileNotifier` writes the same messages as files, once per key.
+FAILED_RETRYABLE straight away instead of hammering the server.
 
 Logs carry the idempotency key and the outcome only: never an address, a password or a body.
 """
@@ -23,72 +20,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.policy
-import hashlib
 import logging
-import os
 import random
 import re
 import ssl
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
-from pathlib import Path
 
 import aiosmtplib
 
-from billing.config import TLS_MODES, Settings
 from billing.domain.errors import (
     ConfigurationError,
     DeliveryError,
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from notifiers.delivery import (
-    FAILED_PERMANENT,
-    FAILED_RETRYABLE,
-    SENT,
-    DeliveryResult,
-    Outgoing,
-)
+from billing.domain.notices import NoticeStatus
+from notifiers.base import DeliveryResult, Outgoing
+from notifiers.email.message import build_message, parse_recipient, parse_sender
 
 logger = logging.getLogger(__name__)
 
-_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
-
-
-def message_id(key: str, mail_from: str) -> str:
-    """The Message-ID of the notice with idempotency key `key`: `<sha256(key)[:32]@domain>`."""
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-    return f"<{digest}@{_sender(mail_from).domain}>"
-
-
-def build_message(outgoing: Outgoing, mail_from: str) -> EmailMessage:
-    """The MIME message for `outgoing`: text and HTML alternatives, plus the PDF when attached.
-
-    Raises `PermanentDeliveryError` when the recipient is not exactly one valid address.
-    """
-    recipient = _recipient(outgoing.recipient)
-    message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = mail_from
-    message["To"] = recipient
-    # The subject may carry customer text: a line break there must never start a new header.
-    message["Subject"] = _single_line(outgoing.subject)
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = message_id(outgoing.key, mail_from)
-    message.set_content(outgoing.text, cte="quoted-printable")
-    if outgoing.html:
-        message.add_alternative(outgoing.html, subtype="html", cte="quoted-printable")
-    if outgoing.attachment is not None:
-        filename, data = outgoing.attachment
-        message.add_attachment(
-            data, maintype="application", subtype="pdf", filename=_filename(filename)
-        )
-    return message
+TLS_MODES = ("none", "starttls", "ssl")
 
 
 class EmailNotifier:
@@ -121,7 +76,7 @@ class EmailNotifier:
             raise ConfigurationError(f"INVOICES_SMTP_TLS must be one of {TLS_MODES}, not {tls!r}")
         if pool_size < 1 or max_attempts < 1:
             raise ConfigurationError("pool_size and max_attempts must be at least 1")
-        self._envelope_from = _sender(mail_from).addr_spec
+        self._envelope_from = parse_sender(mail_from).addr_spec
         self.host = host
         self.port = port
         self.tls = tls
@@ -134,19 +89,6 @@ class EmailNotifier:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.tls_context = tls_context
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **options) -> EmailNotifier:
-        """The notifier for the `INVOICES_SMTP_*` settings; `options` as for the constructor."""
-        return cls(
-            settings.smtp_host,
-            settings.smtp_port,
-            settings.smtp_tls,
-            settings.smtp_username,
-            settings.smtp_password,
-            settings.mail_from,
-            **options,
-        )
 
     def __repr__(self) -> str:
         return f"EmailNotifier(host={self.host!r}, port={self.port}, tls={self.tls!r})"
@@ -165,9 +107,9 @@ class EmailNotifier:
             try:
                 prepared = build_message(outgoing, self.mail_from)
             except PermanentDeliveryError as exc:
-                batch.finish(outgoing.key, FAILED_PERMANENT, error=str(exc))
+                batch.finish(outgoing.key, NoticeStatus.FAILED_PERMANENT, error=str(exc))
                 continue
-            recipient = _recipient(outgoing.recipient)
+            recipient = parse_recipient(outgoing.recipient)
             job = _Job(outgoing.key, prepared, str(prepared["Message-ID"]), recipient)
             batch.jobs[job.key] = job
             batch.queue.put_nowait(job)
@@ -205,7 +147,7 @@ class EmailNotifier:
         try:
             while (job := await batch.queue.get()) is not None:
                 if batch.fatal:
-                    batch.finish(job.key, FAILED_RETRYABLE, error=batch.fatal)
+                    batch.finish(job.key, NoticeStatus.FAILED_RETRYABLE, error=batch.fatal)
                     continue
                 if not client.is_connected:
                     try:
@@ -223,7 +165,7 @@ class EmailNotifier:
                 try:
                     await self._deliver(client, job)
                 except PermanentDeliveryError as exc:
-                    batch.finish(job.key, FAILED_PERMANENT, error=str(exc))
+                    batch.finish(job.key, NoticeStatus.FAILED_PERMANENT, error=str(exc))
                     logger.warning("e-mail %s: failed-permanent: %s", job.key, exc)
                 except _SenderRefused as exc:
                     _stop(batch, str(exc))
@@ -231,7 +173,7 @@ class EmailNotifier:
                 except RetryableDeliveryError as exc:
                     self._retry_or_fail(batch, job, exc)
                 else:
-                    batch.finish(job.key, SENT, provider_message_id=job.message_id)
+                    batch.finish(job.key, NoticeStatus.SENT, provider_message_id=job.message_id)
                     logger.info("e-mail %s: sent (attempt %d)", job.key, job.attempt + 1)
         finally:
             await _disconnect(client)
@@ -297,7 +239,7 @@ class EmailNotifier:
     def _retry_or_fail(self, batch: _Batch, job: _Job, exc: DeliveryError) -> None:
         attempt = job.attempt
         if batch.fatal or attempt + 1 >= self.max_attempts:
-            batch.finish(job.key, FAILED_RETRYABLE, error=batch.fatal or str(exc))
+            batch.finish(job.key, NoticeStatus.FAILED_RETRYABLE, error=batch.fatal or str(exc))
             logger.warning(
                 "e-mail %s: failed-retryable after %d attempt(s): %s", job.key, attempt + 1, exc
             )
@@ -312,80 +254,6 @@ class EmailNotifier:
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
-
-
-class EmlFileNotifier:
-    """The embedded default: each message becomes `<outbox_dir>/<key, ':' as '_'>.eml`.
-
-    A file is written once (atomically); when it already exists the notice counts as sent.
-    """
-
-    def __init__(self, outbox_dir: Path | str, mail_from: str = "facturi@example.ro") -> None:
-        _sender(mail_from)
-        self.outbox_dir = Path(outbox_dir)
-        self.mail_from = mail_from
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EmlFileNotifier:
-        """Write under `$INVOICES_HOME/outbox/email/`."""
-        return cls(settings.home / "outbox" / "email", settings.mail_from)
-
-    def __repr__(self) -> str:
-        return f"EmlFileNotifier(outbox_dir={str(self.outbox_dir)!r})"
-
-    def path_for(self, key: str) -> Path:
-        """The file of the notice with idempotency key `key`."""
-        name = key.replace(":", "_")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-            raise ValueError(f"key {key!r} cannot name a file")
-        return self.outbox_dir / f"{name}.eml"
-
-    def send(self, messages: Sequence[Outgoing]) -> list[DeliveryResult]:
-        """Write every message not written yet; one result per message, in order."""
-        self.outbox_dir.mkdir(parents=True, exist_ok=True)
-        return [self._write(outgoing) for outgoing in messages]
-
-    async def send_all(self, messages: Sequence[Outgoing]) -> list[DeliveryResult]:
-        """`send` for async callers (the writes run in a thread)."""
-        return await asyncio.to_thread(self.send, messages)
-
-    def _write(self, outgoing: Outgoing) -> DeliveryResult:
-        try:
-            path = self.path_for(outgoing.key)
-            message = build_message(outgoing, self.mail_from)
-        except (ValueError, PermanentDeliveryError) as exc:
-            logger.warning("e-mail %s: failed-permanent: %s", outgoing.key, exc)
-            return DeliveryResult(outgoing.key, FAILED_PERMANENT, error=str(exc))
-        mid = str(message["Message-ID"])
-        if path.exists():
-            logger.info("e-mail %s: already written", outgoing.key)
-            return DeliveryResult(outgoing.key, SENT, provider_message_id=mid)
-        descriptor, temporary = tempfile.mkstemp(dir=self.outbox_dir, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(message.as_bytes())
-                file.flush()
-                os.fsync(file.fileno())
-            # link() refuses an existing name: of two concurrent writers, one wins, whole.
-            os.link(temporary, path)
-        except FileExistsError:
-            logger.info("e-mail %s: already written", outgoing.key)
-        except OSError as exc:
-            logger.warning("e-mail %s: failed-retryable: %s", outgoing.key, exc.strerror)
-            return DeliveryResult(outgoing.key, FAILED_RETRYABLE, error=str(exc.strerror))
-        else:
-            logger.info("e-mail %s: written", outgoing.key)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-        return DeliveryResult(outgoing.key, SENT, provider_message_id=mid)
-
-
-def email_notifier(settings: Settings) -> EmailNotifier | EmlFileNotifier:
-    """The e-mail channel contract 3 selects: SMTP when `INVOICES_SMTP_HOST` is set, else files."""
-    if settings.smtp_host:
-        return EmailNotifier.from_settings(settings)
-    return EmlFileNotifier.from_settings(settings)
 
 
 # --- internals -----------------------------------------------------------------------------
@@ -411,7 +279,7 @@ class _Batch:
     jobs_done: int = 0
     consecutive_connect_failures: int = 0
 
-    def finish(self, key: str, status: str, **details: str) -> None:
+    def finish(self, key: str, status: NoticeStatus, **details: str) -> None:
         if key in self.results:
             return
         self.results[key] = DeliveryResult(key, status, **details)
@@ -447,7 +315,7 @@ class _Batch:
         for key, timer in list(self.timers.items()):
             timer.cancel()
             del self.timers[key]
-            self.finish(key, FAILED_RETRYABLE, error=reason)
+            self.finish(key, NoticeStatus.FAILED_RETRYABLE, error=reason)
 
     def cancel_timers(self) -> None:
         for timer in self.timers.values():
@@ -506,45 +374,6 @@ def _redact(text: str, recipient: str) -> str:
     if not recipient:
         return text
     return re.sub(re.escape(recipient), "<recipient>", text, flags=re.IGNORECASE)
-
-
-def _recipient(value: str) -> str:
-    """Exactly one bare address (`local@domain`), with an international domain in its ASCII
-    form so that no SMTPUTF8 is needed; else `PermanentDeliveryError`."""
-    invalid = PermanentDeliveryError("recipient is not a single e-mail address")
-    if not value or _LINE_BREAKS.search(value) or any(char in value for char in ",;<>\t "):
-        raise invalid
-    try:
-        address = Address(addr_spec=value)
-        domain = address.domain.encode("idna").decode("ascii")
-    except (ValueError, IndexError, TypeError):  # UnicodeError is a ValueError
-        raise invalid from None
-    if not address.username or "." not in domain or address.addr_spec != value:
-        raise invalid
-    return f"{value.rpartition('@')[0]}@{domain}"
-
-
-def _sender(mail_from: str) -> Address:
-    """The address of `mail_from` ("facturi@x.ro" or "Name <facturi@x.ro>")."""
-    if _LINE_BREAKS.search(mail_from):
-        raise ConfigurationError("INVOICES_MAIL_FROM must be one line")
-    _, addr = parseaddr(mail_from)
-    try:
-        address = Address(addr_spec=addr)
-    except (ValueError, IndexError, TypeError):
-        address = None
-    if address is None or not address.username or not address.domain:
-        raise ConfigurationError(f"INVOICES_MAIL_FROM is not an e-mail address: {mail_from!r}")
-    return address
-
-
-def _single_line(text: str) -> str:
-    return " ".join(_LINE_BREAKS.sub(" ", text).split())
-
-
-def _filename(name: str) -> str:
-    cleaned = _single_line(name).replace("/", "_").replace("\\", "_").strip(". ")
-    return cleaned or "factura.pdf"
 
 
 async def _disconnect(client: aiosmtplib.SMTP) -> None:
