@@ -212,7 +212,7 @@ def last_invoices(runtime: Runtime, customer_id: str) -> list[dict]:
 
 def archive_lifecycle(runtime: Runtime, days: int, storage_class: str) -> dict:
     """Put the S3 lifecycle rule that moves invoices older than `days` to `storage_class`."""
-    from storage.s3_archive import apply_lifecycle
+    from storage.archive.s3 import apply_lifecycle
 
     archive = runtime.archive
     return apply_lifecycle(archive.client, archive.bucket, archive.prefix, days, storage_class)

@@ -58,7 +58,7 @@ class Runtime:
             return self.settings.s3_client
         import boto3
 
-        from storage.s3_archive import CLIENT_CONFIG
+        from storage.s3_client import CLIENT_CONFIG
 
         return boto3.session.Session().client("s3", config=CLIENT_CONFIG)
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from storage.archive import Archive, LocalArchive
+from storage.archive import Archive
+from storage.archive.local import LocalArchive
 
 PDF_SIZE = 16_700  # the reference invoice's size
 RETAIN = date(2036, 12, 31)
@@ -48,7 +49,8 @@ def moto_archive(locked: bool) -> tuple[Archive, Callable[[], None]]:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from storage.s3_archive import CLIENT_CONFIG, S3Archive
+    from storage.archive.s3 import S3Archive
+    from storage.s3_client import CLIENT_CONFIG
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -2,7 +2,8 @@
 
 SQLAlchemy Core over SQLite (embedded default) or PostgreSQL (production). The schema is created
 or migrated (alembic, `storage/migrations/`) the first time a process opens the ledger; concurrent
-first openings are serialised by a lock, so many workers can start at once.
+first openings are serialised by a lock, so many workers can start at once. A database that
+cannot be reached then is LedgerError (retryable), naming the URL without its password.
 
 Money columns hold whole bani (BIGINT), so sums are exact in both databases; quantities, unit
 prices and rates keep their exact decimal text.
@@ -15,8 +16,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import TypeDecorator
+
+from billing.domain.errors import LedgerError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "ledger_schema_version"
@@ -212,14 +216,29 @@ _engines_lock = threading.Lock()
 
 
 def open_ledger(url: str) -> Engine:
-    """An engine for the ledger at `url`, its schema created or migrated on first use."""
+    """An engine for the ledger at `url`, its schema created or migrated on first use.
+
+    LedgerError (retryable) when the database cannot be reached or refuses the connection."""
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
             engine = _create_engine(url)
-            migrate(engine)
+            try:
+                migrate(engine)  # the process's first connection
+            except OperationalError as exc:
+                engine.dispose()
+                raise LedgerError(_unreachable(url, exc)) from exc
             _engines[url] = engine
         return engine
+
+
+def _unreachable(url: str, exc: OperationalError) -> str:
+    parsed = make_url(url)
+    reason = str(exc.orig).strip()
+    if parsed.password:  # drivers do not echo it, but the message may end up in a log
+        reason = reason.replace(str(parsed.password), "***")
+    where = parsed.render_as_string(hide_password=True)
+    return f"could not open the ledger at {where}: {reason}"
 
 
 def _create_engine(url: str) -> Engine:

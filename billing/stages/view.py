@@ -3,13 +3,10 @@ archive. The `invoices view` command and the self-service page both call `last_i
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from storage.archive import Archive
-from storage.ledger import invoice_documents, invoices
-
-VIEW_SIZE = 6
+from storage.last_six import VIEW_SIZE, newest_archived_invoices
 
 
 def last_invoices(
@@ -23,29 +20,16 @@ def last_invoices(
     with a download link for its exact archived version that expires within `expires_in` seconds.
 
     Ordering by issue date means a backfilled older cycle never pushes newer invoices out."""
-    query = (
-        sa.select(
-            invoices.c.number, invoices.c.cycle_id, invoices.c.issue_date, invoices.c.due_date,
-            invoices.c.total, invoices.c.currency, invoice_documents.c.sha256,
-            invoice_documents.c.key, invoice_documents.c.version_id,
-        )
-        .join(invoice_documents, invoice_documents.c.number == invoices.c.number)
-        .where(invoices.c.customer_id == customer_id)
-        .order_by(invoices.c.issue_date.desc(), invoices.c.number.desc())
-        .limit(limit)
-    )  # fmt: skip
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
     return [
         {
-            "number": r.number,
-            "cycle_id": r.cycle_id,
-            "issue_date": r.issue_date.isoformat(),
-            "due_date": r.due_date.isoformat(),
-            "total": f"{r.total:.2f}",
-            "currency": r.currency,
-            "sha256": r.sha256,
-            "url": archive.link(r.key, r.version_id, expires_in=expires_in),
+            "number": r["number"],
+            "cycle_id": r["cycle_id"],
+            "issue_date": r["issue_date"].isoformat(),
+            "due_date": r["due_date"].isoformat(),
+            "total": f"{r['total']:.2f}",
+            "currency": r["currency"],
+            "sha256": r["sha256"],
+            "url": archive.link(r["key"], r["version_id"], expires_in=expires_in),
         }
-        for r in rows
+        for r in newest_archived_invoices(engine, customer_id, limit)
     ]

@@ -72,7 +72,7 @@ def _aws_clients(settings: Settings, conn_id: str) -> dict[str, Any]:
     from airflow.providers.amazon.aws.hooks.sns import SnsHook
 
     from notifiers.sms import CLIENT_CONFIG as SNS_CLIENT_CONFIG
-    from storage.s3_archive import CLIENT_CONFIG as S3_CLIENT_CONFIG
+    from storage.s3_client import CLIENT_CONFIG as S3_CLIENT_CONFIG
 
     # The hooks would quietly fall back to boto3's own settings for a missing connection.
     _connection(S3Hook, conn_id, AWS_CONN_VARIABLE)

@@ -3,7 +3,8 @@
 import pytest
 
 from billing.domain.errors import ArchiveConflictError
-from storage.archive import LocalArchive, sha256_hex
+from storage.archive import sha256_hex
+from storage.archive.local import LocalArchive
 
 
 def test_put_once_is_idempotent_and_never_overwrites(tmp_path):

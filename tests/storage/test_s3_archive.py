@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from billing.domain.errors import ArchiveConflictError, ArchiveError, ConfigurationError
 from billing.runtime import Runtime
 from storage.archive import sha256_hex
-from storage.s3_archive import LIFECYCLE_RULE_ID, S3Archive, apply_lifecycle
+from storage.archive.s3 import LIFECYCLE_RULE_ID, S3Archive, apply_lifecycle
 
 INVOICE = "invoices/C0001/OR00000001.pdf"
 PDF = b"%PDF-1.4 invoice OR00000001 for C0001\n%%EOF\n"

@@ -17,7 +17,8 @@ import pytest
 from billing.domain.errors import InputError
 from billing.domain.model import ChunkRef
 from billing.stages.staging import read_chunk, stage_cycle
-from storage.blobs import S3Store, open_store
+from storage.blobs import open_store
+from storage.blobs.s3 import S3Store
 from tests.support.paths import SAMPLES
 
 

@@ -1,74 +1,17 @@
-"""The invoice archive: write-once objects with their size and sha256 (contract 4).
-
-    invoices/<customer_id>/<invoice_number>.pdf   written once, never changed
-    manifests/<cycle_id>.json                     every invoice of the cycle, hash-chained
-    print/<cycle_id>/                             the paper print batch
-    reports/<cycle_id>/<run_id>.json              run reports
-
-`put_once` is the only way to write: the same bytes again is a no-op, other bytes under an
-existing key raise ArchiveConflictError. The pipeline does not know which backend it has.
-"""
+"""The local-folder archive: the embedded default (`INVOICES_ARCHIVE_URL=/path` or file://)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 from billing.domain.errors import ArchiveConflictError
-from storage.blobs import clean_key, write_temp_beside
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    key: str
-    size: int
-    sha256: str
-    version_id: str | None = None
-
-
-class Archive(Protocol):
-    """What the pipeline needs of an archive; `LocalArchive` and `S3Archive` implement it."""
-
-    url: str
-
-    def put_once(self, key: str, data: bytes, retain_until: date | None = None) -> StoredObject:
-        """Store `data` under `key` unless it is there: the same bytes again is a no-op, other
-        bytes raise ArchiveConflictError. `retain_until` is the legal retention of the object
-        (Object Lock on S3; the local folder makes every object read-only)."""
-
-    def replace(self, key: str, data: bytes) -> StoredObject:
-        """Write `key` whatever it holds: only for run reports, never invoices or manifests."""
-
-    def get(self, key: str, version_id: str | None = None) -> bytes: ...
-
-    def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
-        """Size, sha256 and version of a stored object, or None when there is none."""
-
-    def list(self, prefix: str = "") -> Iterator[str]: ...
-
-    def link(self, key: str, version_id: str | None = None, expires_in: int = 900) -> str:
-        """Where a person can download the object: a presigned URL (S3) or a file path."""
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def open_archive(url: str, s3_client=None, lock_mode: str = "COMPLIANCE") -> Archive:
-    """The archive behind `url`: `s3://bucket/prefix` (with `s3_client`, or one built from
-    boto3's own settings; Object Lock in `lock_mode`), else a local folder (the embedded
-    default)."""
-    if url.startswith("s3://"):
-        from storage.s3_archive import S3Archive
-
-        return S3Archive.from_url(url, client=s3_client, lock_mode=lock_mode)
-    return LocalArchive(Path(url.removeprefix("file://")))
+from storage.archive import StoredObject, sha256_hex
+from storage.files import clean_key, write_temp_beside
 
 
 class LocalArchive:
@@ -77,6 +20,11 @@ class LocalArchive:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
+
+    @classmethod
+    def from_url(cls, url: str, client: Any = None, lock_mode: str = "COMPLIANCE") -> LocalArchive:
+        """The folder at `url` (a path or file:// URL); `client` and `lock_mode` do not apply."""
+        return cls(Path(url.removeprefix("file://")))
 
     def _path(self, key: str) -> Path:
         try:
@@ -102,7 +50,7 @@ class LocalArchive:
         return stored
 
     def replace(self, key: str, data: bytes) -> StoredObject:
-        """Write `key` whatever it holds: only for run reports, never for invoices or manifests."""
+        """Write `key` whatever it holds: only for run reports, never invoices or manifests."""
         path = self._path(key)
         os.replace(write_temp_beside(path, data), path)
         return StoredObject(key, len(data), sha256_hex(data))

@@ -14,14 +14,15 @@ On a bucket with Object Lock, `put_once(..., retain_until=day)` locks the new ve
 end of that day, UTC. A bucket without Object Lock stores the objects unlocked.
 
 Clients: `S3Archive.from_url` builds one from boto3's own settings (`AWS_ENDPOINT_URL`,
-`AWS_DEFAULT_REGION`, credentials) with adaptive retries, so 503 SlowDown and other 5xx answers
-are retried with backoff. Inside Airflow, pass a client built from a connection instead, e.g.
+`AWS_DEFAULT_REGION`, credentials) with `storage.s3_client.CLIENT_CONFIG` (adaptive retries, so
+503 SlowDown and other 5xx answers are retried with backoff). Inside Airflow, pass a client built from a connection instead, e.g.
 `S3Archive(S3Hook(aws_conn_id="invoices_archive").get_conn(), bucket, prefix)`, and give that
 connection the same retry settings in its extra: `{"config_kwargs": {"retries": {"mode":
 "adaptive", "max_attempts": 10}, "max_pool_connections": 32}}`.
 
-Errors: a missing object is FileNotFoundError (naming its s3:// URL); anything else S3 or the
-network refuses, once botocore's retries are spent, is ArchiveError.
+Errors (mapped by `storage.s3_client.map_s3_errors`): a missing object is FileNotFoundError
+(naming its s3:// URL); anything else S3 or the network refuses, once botocore's retries are
+spent, is ArchiveError.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from dataclasses import replace as with_version
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from billing.domain.errors import ArchiveConflictError, ArchiveError, ConfigurationError
 from storage.archive import StoredObject
+from storage.s3_client import error_code, map_s3_errors, new_client
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,6 @@ LOCK_MODE_VARIABLE = "INVOICES_ARCHIVE_LOCK_MODE"
 MAX_LINK_SECONDS = 3600
 LIFECYCLE_RULE_ID = "invoices-cold-after-view-window"
 
-CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=32)
-
-_MISSING = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound"})
 _NO_OBJECT_LOCK = frozenset(
     {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}
 )
@@ -87,18 +85,14 @@ class S3Archive:
     def from_url(cls, url: str, client: Any = None, lock_mode: str = "COMPLIANCE") -> S3Archive:
         """The archive behind `s3://bucket/prefix`.
 
-        Without `client`, one is built from boto3's own settings with `CLIENT_CONFIG` (adaptive
-        retries). `lock_mode` is the Object Lock mode of new versions (settings:
+        Without `client`, one is built from boto3's own settings with `storage.s3_client`'s
+        `CLIENT_CONFIG` (adaptive retries). `lock_mode` is the Object Lock mode of new versions (settings:
         `INVOICES_ARCHIVE_LOCK_MODE`).
         """
         if not url.startswith("s3://"):
             raise ConfigurationError(f"not an s3:// archive URL: {url!r}")
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        if client is None:
-            import boto3
-
-            client = boto3.session.Session().client("s3", config=CLIENT_CONFIG)
-        return cls(client, bucket, prefix, lock_mode)
+        return cls(client if client is not None else new_client(), bucket, prefix, lock_mode)
 
     def put_once(self, key: str, data: bytes, retain_until: date | None = None) -> StoredObject:
         """Store `data` under `key` unless the key exists: the same bytes again return the stored
@@ -112,26 +106,20 @@ class S3Archive:
         lock = self._lock_arguments(retain_until)
         for attempt in range(_CONDITIONAL_ATTEMPTS):
             try:
-                # If-None-Match: * lets S3 decide atomically; a HEAD before the PUT would leave
-                # a window in which two workers both see no object and the second overwrites.
-                response = self._put(key, data, IfNoneMatch="*", **lock)
-            except ClientError as exc:
-                code = _code(exc)
-                if code == "PreconditionFailed":  # 412: the key exists
-                    existing = self.head(key)
-                    if existing is not None:
-                        return self._same_or_conflict(existing, wanted)
-                    # Deleted (or hidden by a delete marker) since the PUT: write it again.
-                elif code == "ConditionalRequestConflict":
-                    # 409: another conditional write to this key is in flight; once it settles,
-                    # the next PUT either succeeds or gets 412 and the bytes are compared.
-                    pass
-                else:
-                    raise self._failure("store", key, exc) from exc
+                with map_s3_errors("store", self.describe(key)):
+                    # If-None-Match: * lets S3 decide atomically; a HEAD before the PUT would
+                    # leave a window in which two workers both see no object and the second
+                    # overwrites.
+                    response = self._put(key, data, IfNoneMatch="*", **lock)
+            except ArchiveConflictError:
+                # 412: the key exists; or 409: another conditional write to it is in flight.
+                # Whatever is stored now decides; with nothing stored yet (the other write has
+                # not settled, or the key was deleted since), write again.
+                existing = self.head(key)
+                if existing is not None:
+                    return self._same_or_conflict(existing, wanted)
                 time.sleep(0.05 * 2**attempt)
                 continue
-            except BotoCoreError as exc:
-                raise self._failure("store", key, exc) from exc
             return with_version(wanted, version_id=response.get("VersionId"))
         raise ArchiveError(
             f"could not store {self.describe(key)}: other writers kept the key busy through "
@@ -140,10 +128,8 @@ class S3Archive:
 
     def replace(self, key: str, data: bytes) -> StoredObject:
         """Write `key` whatever it holds: only for run reports, never invoices or manifests."""
-        try:
+        with map_s3_errors("store", self.describe(key)):
             response = self._put(key, data)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._failure("store", key, exc) from exc
         return StoredObject(
             key, len(data), hashlib.sha256(data).hexdigest(), response.get("VersionId")
         )
@@ -151,7 +137,8 @@ class S3Archive:
     def get(self, key: str, version_id: str | None = None) -> bytes:
         """The bytes of `key` (of that version, if given), verified against their stored
         checksum; FileNotFoundError when there is no such object."""
-        try:
+        # A BotoCoreError while reading is FlexibleChecksumError: the bytes do not match.
+        with map_s3_errors("read", self.describe(key, version_id)):
             response = self.client.get_object(
                 **self._address(key, version_id), ChecksumMode="ENABLED"
             )
@@ -162,12 +149,6 @@ class S3Archive:
                 return body.read()
             finally:
                 body.close()
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise FileNotFoundError(self.describe(key, version_id)) from None
-            raise self._failure("read", key, exc) from exc
-        except BotoCoreError as exc:  # FlexibleChecksumError: the bytes do not match the checksum
-            raise self._failure("read", key, exc) from exc
 
     def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         """Size, sha256 and version of `key` (of that version, if given), or None if missing.
@@ -192,12 +173,10 @@ class S3Archive:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=root + prefix.lstrip("/")
         )
-        try:
+        with map_s3_errors(f"list {prefix!r} in", self.url):
             for page in pages:
                 for item in page.get("Contents", []):
                     yield item["Key"][len(root) :]
-        except (ClientError, BotoCoreError) as exc:
-            raise self._failure(f"list {prefix!r} in", None, exc) from exc
 
     def link(self, key: str, version_id: str | None = None, expires_in: int = 900) -> str:
         """A presigned GET URL for `key` (pinned to `version_id` if given), valid `expires_in`
@@ -260,14 +239,12 @@ class S3Archive:
 
     def _head(self, key: str, version_id: str | None) -> dict[str, Any] | None:
         try:
-            return self.client.head_object(**self._address(key, version_id), ChecksumMode="ENABLED")
-        except ClientError as exc:
-            # HEAD has no body, so a missing key comes back as a bare "404" code.
-            if _code(exc) in _MISSING:
-                return None
-            raise self._failure("read", key, exc) from exc
-        except BotoCoreError as exc:
-            raise self._failure("read", key, exc) from exc
+            with map_s3_errors("read", self.describe(key, version_id)):
+                return self.client.head_object(
+                    **self._address(key, version_id), ChecksumMode="ENABLED"
+                )
+        except FileNotFoundError:  # HEAD has no body: a missing key is a bare "404" code
+            return None
 
     def _sha256(self, key: str, version_id: str | None, response: dict[str, Any]) -> str:
         checksum = response.get("ChecksumSHA256")
@@ -288,11 +265,14 @@ class S3Archive:
 
     def _has_object_lock(self) -> bool:
         if self._object_lock is None:
-            try:
-                response = self.client.get_object_lock_configuration(Bucket=self.bucket)
-            except ClientError as exc:
-                if _code(exc) not in _NO_OBJECT_LOCK:
-                    raise self._failure("read the Object Lock setting of", None, exc) from exc
+            with map_s3_errors("read the Object Lock setting of", self.url):
+                try:
+                    response = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                except ClientError as exc:
+                    if error_code(exc) not in _NO_OBJECT_LOCK:
+                        raise
+                    response = None
+            if response is None:
                 log.warning(
                     "archive bucket %s has no Object Lock: invoices are stored without retention",
                     self.bucket,
@@ -311,10 +291,6 @@ class S3Archive:
                 "never overwritten"
             )
         return existing
-
-    def _failure(self, action: str, key: str | None, exc: Exception) -> ArchiveError:
-        where = self.describe(key) if key else self.url
-        return ArchiveError(f"could not {action} {where}: {_reason(exc)}")
 
 
 def apply_lifecycle(
@@ -335,11 +311,11 @@ def apply_lifecycle(
         "Filter": {"Prefix": f"{root}/invoices/" if root else "invoices/"},
         "Transitions": [{"Days": days, "StorageClass": storage_class}],
     }
-    try:
+    with map_s3_errors("set the lifecycle of", f"s3://{bucket}"):
         try:
             current = client.get_bucket_lifecycle_configuration(Bucket=bucket)
         except ClientError as exc:
-            if _code(exc) != "NoSuchLifecycleConfiguration":
+            if error_code(exc) != "NoSuchLifecycleConfiguration":
                 raise
             current = {}
         rules = [r for r in current.get("Rules", []) if r.get("ID") != LIFECYCLE_RULE_ID]
@@ -352,8 +328,6 @@ def apply_lifecycle(
         client.put_bucket_lifecycle_configuration(
             Bucket=bucket, LifecycleConfiguration={"Rules": [*rules, rule]}, **keep
         )
-    except (ClientError, BotoCoreError) as exc:
-        raise ArchiveError(f"could not set the lifecycle of s3://{bucket}: {_reason(exc)}") from exc
     return rule
 
 
@@ -362,14 +336,3 @@ def _clean_prefix(prefix: str) -> str:
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         raise ConfigurationError(f"invalid archive prefix {prefix!r}")
     return prefix
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', '?')} {error.get('Message', '')}".strip()
-    return str(exc)
