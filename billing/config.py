@@ -14,14 +14,13 @@ from pathlib import Path
 
 from billing.domain.cycles import DAYS_VARIABLE, parse_bill_cycle_days
 from billing.domain.errors import ConfigurationError
+from notifiers.email.smtp import TLS_MODES
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SAMPLE_CYCLES = CHECKOUT / "sample_data" / "cycles"
 
-TLS_MODES = ("none", "starttls", "ssl")
 SMS_TRANSPORTS = ("file", "sns")
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
-DEFAULT_SNS_RATE = 10.0  # SMS per second through SNS unless INVOICES_SMS_RATE says otherwise
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Settings:
     mail_from: str = "facturi@example.ro"
     sms_transport: str = "file"
     sms_sender_id: str = ""  # SNS alphanumeric sender id; empty: the account's default
-    sms_rate: float | None = None  # SMS per second; None: DEFAULT_SNS_RATE on SNS, unpaced file
+    sms_rate: float | None = None  # SMS per second; None: notifiers.sms.DEFAULT_RATE, file unpaced
     archive_lock_mode: str = "COMPLIANCE"  # the S3 Object Lock mode of archived documents
     bill_cycle_days: tuple[int, ...] = (1,)
     supplier_file: Path = CHECKOUT / "renderers" / "supplier.json"

@@ -126,19 +126,16 @@ class Runtime:
     @cached_property
     def sms(self):
         """SNS or JSON lines under `$INVOICES_HOME/outbox/`, as `sms_transport` says: SNS paced at
-        `sms_rate` (default `DEFAULT_SNS_RATE`), the file unpaced unless `sms_rate` is set."""
+        `sms_rate` (default `notifiers.sms.DEFAULT_RATE`), the file unpaced unless `sms_rate` is set."""
         import math
 
-        from billing.config import DEFAULT_SNS_RATE
         from billing.domain.errors import ConfigurationError
-        from notifiers.sms import FileTransport, SmsNotifier, SnsTransport
+        from notifiers.sms import DEFAULT_RATE, FileTransport, SmsNotifier, SnsTransport
 
         s = self.settings
         if s.sms_transport == "sns":
             transport = SnsTransport(self.sns_client, sender_id=s.sms_sender_id)
-            return SmsNotifier(
-                transport, s.sms_rate if s.sms_rate is not None else DEFAULT_SNS_RATE
-            )
+            return SmsNotifier(transport, s.sms_rate if s.sms_rate is not None else DEFAULT_RATE)
         if s.sms_transport == "file":
             transport = FileTransport(s.home / "outbox" / "sms.jsonl")
             return SmsNotifier(transport, s.sms_rate if s.sms_rate is not None else math.inf)

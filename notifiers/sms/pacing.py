@@ -23,8 +23,7 @@ from notifiers.sms.base import SmsTransport, mask_phone
 
 log = logging.getLogger(__name__)
 
-# The pace when none is given: SNS's default quota (billing.config.DEFAULT_SNS_RATE, which the
-# runtime passes explicitly; this layer may not import the settings).
+# The pace on SNS when INVOICES_SMS_RATE sets none: SNS's default quota of 10 SMS a second.
 DEFAULT_RATE = 10.0
 
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
