@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from billing.domain.cycles import DAYS_VARIABLE, parse_bill_cycle_days
 from billing.domain.errors import ConfigurationError
@@ -77,6 +78,12 @@ class Settings:
                 f"{LOCK_MODES}, not {lock_mode!r}"
             )
         rate = get("INVOICES_SMS_RATE")
+        link_url = get("INVOICES_MAIL_LINK_URL")
+        if link_url and urlsplit(link_url).scheme not in ("https", "http"):
+            raise ConfigurationError(
+                f"INVOICES_MAIL_LINK_URL must be the http(s) address of the self-service page, "
+                f"not {link_url!r}"
+            )
         return cls(
             home=home,
             ledger_url=get("INVOICES_LEDGER_URL", f"sqlite:///{home / 'ledger.db'}"),
@@ -106,7 +113,7 @@ class Settings:
             notify_lease_seconds=_positive_int(
                 get("INVOICES_NOTIFY_LEASE_SECONDS", "600"), "INVOICES_NOTIFY_LEASE_SECONDS", 0
             ),
-            mail_link_url=get("INVOICES_MAIL_LINK_URL"),
+            mail_link_url=link_url,
             supplier_file=Path(
                 get("INVOICES_SUPPLIER_FILE", str(CHECKOUT / "renderers" / "supplier.json"))
             ),

@@ -7,9 +7,9 @@ the PDF. The HTML templates are autoescaped, so a customer name such as `<script
 The SMS is one GSM-7 segment (`billing.domain.gsm`), its wording in `SMS_TEMPLATES`.
 
 A notice that cannot be written for an invoice (a language or currency without a text, a link
-that is not http(s), no room in one SMS) raises `UnsendableNoticeError`: a
-`PermanentDeliveryError` (the notify step records that notice as failed for good) that is also a
-`ValueError`, as these functions raised before the typed errors.
+that is not http(s), no room in one SMS) raises `UnsendableNoticeError`
+(billing.domain.errors), a `PermanentDeliveryError`: the notify step records that notice as
+failed for good.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from billing.domain.errors import PermanentDeliveryError
+from billing.domain.errors import UnsendableNoticeError
 from billing.domain.gsm import SINGLE_GSM7, septets, transliterate
 from billing.domain.model import IssuedInvoice, Supplier
 from renderers.formats import format_amount, format_date
@@ -35,10 +35,6 @@ SMS_TEMPLATES = {
     "ro": "{supplier}: factura {number} de {amount} lei, scadenta {due}. Detalii in contul tau.",
     "en": "{supplier}: invoice {number} of {amount} lei, due {due}. Details in your account.",
 }
-
-
-class UnsendableNoticeError(PermanentDeliveryError, ValueError):
-    """The notice of this invoice cannot be written, so it can never be sent."""
 
 
 def render_email(

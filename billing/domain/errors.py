@@ -11,7 +11,8 @@
     ├── ArchiveError             yes  the archive (S3, folder) failed an operation
     └── DeliveryError                 a notice could not be delivered
         ├── RetryableDeliveryError   yes  try again later (4xx, timeouts, throttling)
-        └── PermanentDeliveryError   no   never retry (5xx, invalid recipient, unsendable message)
+        └── PermanentDeliveryError   no   never retry (5xx, invalid recipient)
+            └── UnsendableNoticeError     the notice cannot even be written for this invoice
 
 Orchestrators retry what is `retryable` and fail at once on the rest (a DAG task raises
 Airflow's fail-now exception for them; the CLI exits 2). Backends map their libraries' errors
@@ -84,3 +85,8 @@ class RetryableDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Delivery failed for good: record it, never retry."""
+
+
+class UnsendableNoticeError(PermanentDeliveryError):
+    """The notice of this invoice cannot be written (no text in its language or currency, no
+    room in one SMS), so it can never be sent: the notify step records it failed for good."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
 
+from storage.schemes import backend_for
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -68,7 +70,5 @@ def open_archive(url: str, s3_client=None, lock_mode: str = "COMPLIANCE") -> Arc
     """The archive behind `url`: `s3://bucket/prefix` (with `s3_client`, or one built from
     boto3's own settings; Object Lock in `lock_mode`), else a local folder (the embedded
     default)."""
-    scheme, found, _ = url.partition("://")
-    registry = backends()
-    backend = registry.get(scheme if found else "file", registry["file"])
+    backend = backend_for(backends(), url, "INVOICES_ARCHIVE_URL")
     return backend.from_url(url, client=s3_client, lock_mode=lock_mode)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from storage.schemes import backend_for
+
 
 class BlobStore(Protocol):
     url: str
@@ -38,6 +40,4 @@ def backends() -> dict[str, type]:
 
 def open_store(url: str, s3_client=None) -> BlobStore:
     """The store behind `url`: `s3://bucket/prefix` or a local folder (path or file:// URL)."""
-    scheme, found, _ = url.partition("://")
-    registry = backends()
-    return registry.get(scheme if found else "file", registry["file"]).from_url(url, s3_client)
+    return backend_for(backends(), url, "a store URL").from_url(url, s3_client)

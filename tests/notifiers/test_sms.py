@@ -18,7 +18,7 @@ from botocore.config import Config
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.domain.errors import ConfigurationError
+from billing.domain.errors import ConfigurationError, UnsendableNoticeError
 from billing.domain.gsm import segments, septets, transliterate
 from billing.runtime import Runtime
 from notifiers.base import DeliveryResult, Outgoing
@@ -204,7 +204,7 @@ def test_a_long_supplier_name_is_shortened_never_the_facts():
 )
 def test_render_sms_refuses_what_cannot_be_one_segment(changes, supplier, message):
     invoice = replace(make_invoice(), **changes)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UnsendableNoticeError, match=message):
         render_sms(invoice, supplier)
 
 

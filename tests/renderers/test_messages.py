@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from billing.domain.errors import UnsendableNoticeError
 from renderers.messages import render_email
 from renderers.supplier import load_supplier
 from tests.support.factory import customer, line, make_invoice
@@ -98,10 +99,10 @@ def test_the_subject_is_one_line_whatever_the_supplier_name_holds():
     ],
 )
 def test_only_web_links_are_accepted(link):
-    with pytest.raises(ValueError, match="http"):
+    with pytest.raises(UnsendableNoticeError, match="http"):
         render_email(make_invoice(), SUPPLIER, link)
 
 
 def test_an_unknown_language_is_refused():
-    with pytest.raises(ValueError, match="'de'"):
+    with pytest.raises(UnsendableNoticeError, match="'de'"):
         render_email(make_invoice(customer=customer(language="de")), SUPPLIER)

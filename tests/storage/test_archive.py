@@ -2,9 +2,10 @@
 
 import pytest
 
-from billing.domain.errors import ArchiveConflictError
-from storage.archive import sha256_hex
+from billing.domain.errors import ArchiveConflictError, ConfigurationError
+from storage.archive import open_archive, sha256_hex
 from storage.archive.local import LocalArchive
+from storage.blobs import open_store
 
 
 def test_put_once_is_idempotent_and_never_overwrites(tmp_path):
@@ -25,3 +26,12 @@ def test_put_once_is_idempotent_and_never_overwrites(tmp_path):
 def test_keys_cannot_escape_the_archive(tmp_path, key):
     with pytest.raises(ValueError, match="invalid archive key"):
         LocalArchive(tmp_path).put_once(key, b"x")
+
+
+@pytest.mark.parametrize("url", ["ftp://files.example.ro/archive", "gs://bucket/archive"])
+def test_an_archive_url_no_backend_implements_is_refused(url):
+    # it used to become a local folder named "ftp:" beside the process
+    with pytest.raises(ConfigurationError, match=r"INVOICES_ARCHIVE_URL: .* no backend"):
+        open_archive(url)
+    with pytest.raises(ConfigurationError, match="no backend"):
+        open_store(url)
