@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -69,6 +71,38 @@ def settings_for(tmp_path):
         return Settings.from_env(env)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def issued_sample(tmp_path_factory):
+    """The committed sample cycles 2026-10 and 2026-11, run once for the whole session on the
+    embedded setup (SQLite ledger, local archive, file outboxes): (home, their run reports).
+    Tests never touch it; they take a private copy with `issued_copy`."""
+    from billing import pipeline
+    from billing.runtime import Runtime
+    from storage import ledger
+
+    home = tmp_path_factory.mktemp("issued-sample") / "home"
+    settings = _embedded(home)
+    reports = [pipeline.run_cycle(Runtime(settings), cycle) for cycle in ("2026-10", "2026-11")]
+    # closing the last connection checkpoints SQLite's write-ahead log into ledger.db
+    ledger._engines.pop(settings.ledger_url).dispose()
+    return home, reports
+
+
+@pytest.fixture
+def issued_copy(issued_sample, tmp_path):
+    """A private copy of the issued sample cycles, to read or to tamper with: (settings over
+    the copy, the run reports of 2026-10 and 2026-11). A copy takes a fraction of a second;
+    issuing both cycles again took about six."""
+    home, reports = issued_sample
+    copy = tmp_path / "issued-home"
+    shutil.copytree(home, copy)
+    return _embedded(copy), reports
+
+
+def _embedded(home: Path) -> Settings:
+    return Settings.from_env({"INVOICES_HOME": str(home), "INVOICES_SOURCE_URL": str(SAMPLES)})
 
 
 @pytest.fixture(scope="session")

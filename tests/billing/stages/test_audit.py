@@ -20,10 +20,9 @@ from storage.ledger import invoice_documents, invoices, manifests, open_ledger
 
 
 @pytest.fixture
-def two_cycles(settings_for):
-    settings = settings_for()
-    for cycle_id in ("2026-10", "2026-11"):
-        pipeline.run_cycle(Runtime(settings), cycle_id)
+def two_cycles(issued_copy):
+    """Cycles 2026-10 and 2026-11 issued and archived (a private copy of the session's)."""
+    settings, _ = issued_copy
     return settings, open_ledger(settings.ledger_url), open_archive(settings.archive_url)
 
 
