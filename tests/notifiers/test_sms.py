@@ -24,10 +24,6 @@ from renderers.messages import render_sms
 from tests.support.factory import customer, line, make_invoice
 
 SUPPLIER = "Telecom Exemplu Ștefănești S.A."
-LONG_SUPPLIER = (
-    "Societatea Națională de Telecomunicații și Servicii Digitale Integrate "
-    "Exemplu din Țara Românească S.A."
-)
 ONE_SEGMENT = ("GSM-7", 1)
 
 
