@@ -152,7 +152,9 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
         def notify_sms(chunk: dict) -> dict:
             return _notify(chunk, "sms")
 
-        @task
+        # Runs after mapped tasks that were skipped too: a cycle whose every customer was
+        # quarantined has no chunk to map over, and must still end with its batch and report.
+        @task(trigger_rule="none_failed")
         def print_batch(staged: dict) -> dict:
             """The cycle's paper invoices not yet in a batch, merged by postal code."""
             from airflow_runtime import fail_fast, task_runtime
@@ -167,7 +169,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
                 result = pipeline.print_cycle(task_runtime(), staged["cycle_id"], context["run_id"])
             return {"queued": result.queued, "batch": result.batch}
 
-        @task
+        @task(trigger_rule="none_failed")
         def report(staged: dict) -> str:
             """Manifest and run report, logged as a table. Counts come from the ledger, so
             retried or re-run tasks are counted once."""

@@ -68,9 +68,10 @@ def pick_examples(items: Iterable[Mapping], key: str, limit: int) -> list:
 
 
 def format_report(report: dict) -> str:
-    """The run report as fixed-width plain text (sections: run, stages, notices, totals,
-    quarantine, failures)."""
+    """The run report as fixed-width plain text (sections: warnings when there are any, run,
+    stages, notices, totals, quarantine, failures)."""
     sections = [
+        _warnings_section(report),
         _run_section(report),
         _stages_section(report),
         _notices_section(report),
@@ -79,6 +80,11 @@ def format_report(report: dict) -> str:
         _failures_section(report),
     ]
     return "\n\n".join(s for s in sections if s)
+
+
+def _warnings_section(report: dict) -> str:
+    warnings = report.get("warnings") or []
+    return _section("WARNING", [f"! {_cell(w)}" for w in warnings]) if warnings else ""
 
 
 def _run_section(report: dict) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +26,8 @@ from billing.stages.staging import load_staged
 from storage.archive import Archive
 from storage.blobs import BlobStore
 from storage.ledger import invoice_documents, invoices, notices, runs
+
+log = logging.getLogger(__name__)
 
 
 def start_run(engine: Engine, cycle_id: str, run_id: str) -> datetime:
@@ -196,6 +199,27 @@ def failure_summary(engine: Engine, cycle_id: str) -> dict:
     }
 
 
+def run_warnings(report: dict) -> list[str]:
+    """What ops must look at even though the run succeeded: above all a cycle that invoices
+    nobody, which is a valid outcome (the run ends, with its report) but never a normal one."""
+    warnings = []
+    invoiced = report["invoices_issued"] + report["invoices_existing"]
+    if invoiced == 0:
+        if report["customers"] == 0:
+            warnings.append("no invoice: the export lists no customer")
+        else:
+            warnings.append(
+                f"no invoice: all {report['customers']} customers were quarantined "
+                f"(see {report['quarantine_report']})"
+            )
+    elif report["quarantined_customers"] * 2 > report["customers"]:
+        warnings.append(
+            f"{report['quarantined_customers']} of {report['customers']} customers were "
+            "quarantined: check the export before the next run"
+        )
+    return warnings
+
+
 def finalize_report(
     engine: Engine,
     archive: Archive,
@@ -244,6 +268,9 @@ def finalize_report(
         "quarantine": quarantine,
         "failures": failures,
     }
+    report["warnings"] = run_warnings(report)
+    for warning in report["warnings"]:
+        log.warning("cycle %s, run %s: %s", cycle_id, run_id, warning)
     body = json.dumps(report, indent=2, ensure_ascii=False)
     archive.replace(report_key(cycle_id, run_id), body.encode("utf-8"))
     with engine.begin() as conn:

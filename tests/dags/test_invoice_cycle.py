@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,9 +76,9 @@ def test_every_dag_parses_fast_without_connections_with_retries_and_tags(tmp_pat
     } <= set(cycle["tasks"])
 
 
-def make_run(home: Path, *args: str) -> subprocess.CompletedProcess:
+def make_run(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     # chunks of 100 customers: the sample's 301 valid customers make 4 mapped render tasks
-    env = {**airflow_env(home), "INVOICES_CHUNK_SIZE": "100"}
+    env = {**airflow_env(home), "INVOICES_CHUNK_SIZE": "100", **extra_env}
     return subprocess.run(
         ["make", "--no-print-directory", "run", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=600,
@@ -179,6 +180,31 @@ def test_make_run_fails_on_a_missing_cycle_and_says_why(tmp_path):
     done = make_run(tmp_path / "home", "CYCLE=1999-01")
     assert done.returncode != 0
     assert "1999-01/cycle.json: missing" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_cycle_whose_every_customer_is_quarantined_still_ends_with_its_report(tmp_path):
+    # No valid customer means no chunk: every mapped task is skipped. The print batch and the
+    # report still run (they used to be skipped too: no report, the run row left "running").
+    source = tmp_path / "source" / "2026-11"
+    shutil.copytree(REPO / "sample_data" / "cycles" / "2026-11", source)
+    lines = (source / "customers.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (source / "customers.csv").write_text(
+        lines[0] + "".join("!" + line for line in lines[1:]), encoding="utf-8"
+    )
+    cycle = json.loads((source / "cycle.json").read_text())
+    cycle.pop("control", None)
+    (source / "cycle.json").write_text(json.dumps(cycle))
+    home = tmp_path / "home"
+    done = make_run(home, INVOICES_SOURCE_URL=str(tmp_path / "source"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "! no invoice: all 314 customers were quarantined" in done.stdout
+    [report] = reports(home)
+    assert (report["invoices_issued"], report["chunks"]) == (0, 0)
+    assert (home / "archive" / report["quarantine_report"]).exists()
+    engine = sa.create_engine(f"sqlite:///{home / 'ledger.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM runs")).scalars().all() == ["finished"]
 
 
 DAG_TEST = """

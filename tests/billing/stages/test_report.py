@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from collections import Counter
 
 import pytest
@@ -339,3 +340,45 @@ def test_quarantine_summary_leaves_the_detail_out():
     body = json.dumps(summary) + format_report({"quarantine": summary})
     for secret in ("ana@", "0722", "example.ro", "E.164", "is not"):
         assert secret not in body
+
+
+def _export_without_customers(source, header_only: bool) -> None:
+    shutil.copytree(SAMPLES / CYCLE, source / CYCLE)
+    customers = source / CYCLE / "customers.csv"
+    lines = customers.read_text(encoding="utf-8").splitlines(keepends=True)
+    if header_only:
+        customers.write_text(lines[0], encoding="utf-8")
+    else:  # every row quarantined: no valid customer id
+        customers.write_text(lines[0] + "".join("!" + line for line in lines[1:]), encoding="utf-8")
+    (source / CYCLE / "cycle.json").write_text(
+        json.dumps({
+            k: v for k, v in json.loads((SAMPLES / CYCLE / "cycle.json").read_text()).items()
+            if k != "control"
+        })
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("header_only", "warning"),
+    [
+        pytest.param(True, "the export lists no customer", id="header-only"),
+        pytest.param(False, "customers were quarantined", id="every-row-quarantined"),
+    ],
+)
+def test_a_cycle_that_invoices_nobody_ends_with_a_loud_report(
+    settings_for, tmp_path, header_only, warning
+):
+    # Zero invoices is a valid outcome: the run finishes, writes its report and quarantine
+    # report, and says loudly that nobody was invoiced (it used to stay "running" forever).
+    _export_without_customers(tmp_path / "source", header_only)
+    settings = settings_for(source_url=tmp_path / "source")
+    report = pipeline.run_cycle(Runtime(settings), CYCLE, run_id="empty-1")
+    assert (report["invoices_issued"], report["pdfs_archived"], report["chunks"]) == (0, 0, 0)
+    assert len(report["warnings"]) == 1 and warning in report["warnings"][0]
+    archived = settings.home / "archive" / pipeline.report_key(CYCLE, "empty-1")
+    assert json.loads(archived.read_text())["warnings"] == report["warnings"]
+    assert (settings.home / "archive" / report["quarantine_report"]).exists()
+    with open_ledger(settings.ledger_url).connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM runs WHERE run_id = 'empty-1'"))
+        assert status.scalar_one() == "finished"
+    assert format_report(report).startswith("WARNING\n=======\n! no invoice")
