@@ -14,7 +14,7 @@ or server setting is a `ConfigurationError`, raised rather than reported per mes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,7 +64,16 @@ class DeliveryResult:
         return self.status == NoticeStatus.SENT
 
 
+# Called with each key's final result as soon as it is known (before `send` returns), so the
+# caller can record it at once: a process killed mid-batch then re-sends only what was in flight.
+ResultCallback = Callable[[DeliveryResult], None]
+
+
 class Notifier(Protocol):
     """A delivery channel: sends a batch and accounts for every key."""
 
-    def send(self, messages: Sequence[Outgoing]) -> list[DeliveryResult]: ...
+    def send(
+        self, messages: Sequence[Outgoing], on_result: ResultCallback | None = None
+    ) -> list[DeliveryResult]:
+        """One result per distinct key, in the order of `messages`; each also handed to
+        `on_result` the moment it is final."""

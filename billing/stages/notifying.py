@@ -1,11 +1,11 @@
 """Send the notices of issued invoices from the outbox, and only from the outbox.
 
-Each notice moves pending -> sending -> sent / failed-retryable / failed-permanent. A small batch
-(the size of the sending pool) is claimed in one commit, sent, and its results recorded in the
-next, so a re-run, a retry or a crash never sends a recorded notice again and never loses one:
-after a hard crash only the claimed batch is uncertain: once its lease runs out it is sent again
-with the same idempotency key (the e-mail Message-ID is derived from it, so receivers can drop a
-duplicate). Each claim carries a token, so two notify runs at once never send the same notice
+Each notice moves pending -> sending -> sent / failed-retryable / failed-permanent. A batch is
+claimed in one commit and sent; each result is recorded as soon as the notifier has it (the
+server's reply to that message), so a re-run, a retry or a crash never sends a recorded notice
+again and never loses one: after a hard crash only the messages that were in flight on the open
+connections are uncertain, and once their lease runs out they are sent again with the same
+idempotency key (the e-mail Message-ID is derived from it, so receivers can drop a duplicate). Each claim carries a token, so two notify runs at once never send the same notice
 and a run that lost its claim cannot overwrite another's result.
 A notice that cannot be built (e.g. an SMS text that cannot fit one segment: a
 `PermanentDeliveryError`) fails for good, recorded with its reason, without holding up the others;
@@ -16,6 +16,8 @@ A notice already sent is never selected again.
 
 from __future__ import annotations
 
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,8 +57,8 @@ class Channel:
     name: str
     notifier: Notifier
     build: Callable[[IssuedInvoice, str, bytes | None], Outgoing]  # invoice, recipient, PDF
-    # Notices claimed and recorded together: larger batches reuse the SMTP connections longer;
-    # after a hard crash at most one batch is uncertain and is sent again with the same keys.
+    # Notices claimed together (each result is recorded as it arrives): larger batches reuse
+    # the SMTP connections longer; a crash leaves only the messages in flight uncertain.
     batch: int = 100
     needs_pdf: bool = False
 
@@ -132,10 +134,65 @@ def notify_invoices(
         claimed = _claim(
             engine, [m.key for m in messages] + [r.key for r in unusable], token, lease
         )
-        results = channel.notifier.send([m for m in messages if m.key in claimed])
-        results += [r for r in unusable if r.key in claimed]
-        result += _record(engine, results, run_id, token)
+        recorder = _Recorder(engine, run_id, token)
+        try:
+            results = channel.notifier.send(
+                [m for m in messages if m.key in claimed], on_result=recorder
+            )
+        finally:
+            result += recorder.close()
+        # what no callback reported (a notifier that answers only at the end), and the
+        # notices that could not be built
+        late = [r for r in results if r.key not in recorder.recorded]
+        late += [r for r in unusable if r.key in claimed]
+        result += _record(engine, late, run_id, token)
     return result
+
+
+class _Recorder:
+    """Records each result in the ledger the moment the notifier reports it, from a thread of
+    its own (the sender's event loop never waits on the database); results that arrive while a
+    commit runs go into the next. So a process killed mid-batch leaves unrecorded only the
+    messages in flight on the open connections, not the whole claimed batch: those alone are
+    sent again, with the same idempotency key."""
+
+    def __init__(self, engine: Engine, run_id: str, token: str) -> None:
+        self.engine, self.run_id, self.token = engine, run_id, token
+        self.recorded: set[str] = set()
+        self.totals = NotifyResult()
+        self._queue: queue.SimpleQueue[DeliveryResult | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="notice-recorder", daemon=True)
+        self._thread.start()
+
+    def __call__(self, result: DeliveryResult) -> None:
+        self._queue.put(result)
+
+    def close(self) -> NotifyResult:
+        """Wait until every reported result is committed; what they add up to."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.totals
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            pending = [self._queue.get()]
+            while True:
+                try:
+                    pending.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            done = None in pending
+            results = [r for r in pending if r is not None]
+            if results and self._error is None:
+                try:
+                    self.totals += _record(self.engine, results, self.run_id, self.token)
+                    self.recorded.update(r.key for r in results)
+                except BaseException as exc:  # re-raised by close(), in the caller's thread
+                    self._error = exc
 
 
 def _claim(engine: Engine, keys: list[str], token: str, lease: timedelta) -> set[str]:

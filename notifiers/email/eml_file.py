@@ -17,7 +17,7 @@ from pathlib import Path
 
 from billing.domain.errors import PermanentDeliveryError
 from billing.domain.notices import NoticeStatus
-from notifiers.base import DeliveryResult, Outgoing
+from notifiers.base import DeliveryResult, Outgoing, ResultCallback
 from notifiers.email.message import build_message, parse_sender
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,24 @@ class EmlFileNotifier:
             raise PermanentDeliveryError(f"key {key!r} cannot name a file")
         return self.outbox_dir / f"{name}.eml"
 
-    def send(self, messages: Sequence[Outgoing]) -> list[DeliveryResult]:
-        """Write every message not written yet; one result per message, in order."""
+    def send(
+        self, messages: Sequence[Outgoing], on_result: ResultCallback | None = None
+    ) -> list[DeliveryResult]:
+        """Write every message not written yet; one result per message, in order, each also
+        handed to `on_result` once written."""
         self.outbox_dir.mkdir(parents=True, exist_ok=True)
-        return [self._write(outgoing) for outgoing in messages]
+        results = []
+        for outgoing in messages:
+            results.append(self._write(outgoing))
+            if on_result is not None:
+                on_result(results[-1])
+        return results
 
-    async def send_all(self, messages: Sequence[Outgoing]) -> list[DeliveryResult]:
+    async def send_all(
+        self, messages: Sequence[Outgoing], on_result: ResultCallback | None = None
+    ) -> list[DeliveryResult]:
         """`send` for async callers (the writes run in a thread)."""
-        return await asyncio.to_thread(self.send, messages)
+        return await asyncio.to_thread(self.send, messages, on_result)
 
     def _write(self, outgoing: Outgoing) -> DeliveryResult:
         try:

@@ -38,7 +38,7 @@ from billing.domain.errors import (
     RetryableDeliveryError,
 )
 from billing.domain.notices import NoticeStatus
-from notifiers.base import DeliveryResult, Outgoing
+from notifiers.base import DeliveryResult, Outgoing, ResultCallback
 from notifiers.email.message import build_message, parse_recipient, parse_sender
 
 logger = logging.getLogger(__name__)
@@ -93,14 +93,19 @@ class EmailNotifier:
     def __repr__(self) -> str:
         return f"EmailNotifier(host={self.host!r}, port={self.port}, tls={self.tls!r})"
 
-    def send(self, messages: Sequence[Outgoing]) -> list[DeliveryResult]:
+    def send(
+        self, messages: Sequence[Outgoing], on_result: ResultCallback | None = None
+    ) -> list[DeliveryResult]:
         """Send `messages` (see `send_all`) from synchronous code."""
-        return asyncio.run(self.send_all(messages))
+        return asyncio.run(self.send_all(messages, on_result))
 
-    async def send_all(self, messages: Sequence[Outgoing]) -> list[DeliveryResult]:
+    async def send_all(
+        self, messages: Sequence[Outgoing], on_result: ResultCallback | None = None
+    ) -> list[DeliveryResult]:
         """Send every message; one result per message, in order (a repeated key is sent once
-        and shares the first one's result)."""
-        batch = _Batch()
+        and shares the first one's result). `on_result` gets each result as it is final: the
+        server's 250 for one message, not the end of the batch."""
+        batch = _Batch(on_result=on_result)
         for outgoing in messages:
             if outgoing.key in batch.results or outgoing.key in batch.jobs:
                 continue
@@ -278,11 +283,14 @@ class _Batch:
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     jobs_done: int = 0
     consecutive_connect_failures: int = 0
+    on_result: ResultCallback | None = None
 
     def finish(self, key: str, status: NoticeStatus, **details: str) -> None:
         if key in self.results:
             return
-        self.results[key] = DeliveryResult(key, status, **details)
+        result = self.results[key] = DeliveryResult(key, status, **details)
+        if self.on_result is not None:
+            self.on_result(result)
         if key in self.jobs:
             self.jobs_done += 1
             if self.jobs_done == len(self.jobs):

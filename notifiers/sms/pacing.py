@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from billing.domain.errors import ConfigurationError
 from billing.domain.gsm import GSM7, segments
 from billing.domain.notices import NoticeStatus
-from notifiers.base import DeliveryResult, Outgoing
+from notifiers.base import DeliveryResult, Outgoing, ResultCallback
 from notifiers.sms.base import SmsTransport, mask_phone
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,11 @@ class SmsNotifier:
             else _TokenBucket(rate_per_second, burst, clock, sleep)
         )
 
-    def send(self, messages: Sequence[Outgoing]) -> list[DeliveryResult]:
-        """One result per distinct key, in the order of `messages` (a repeated key is sent once).
+    def send(
+        self, messages: Sequence[Outgoing], on_result: ResultCallback | None = None
+    ) -> list[DeliveryResult]:
+        """One result per distinct key, in the order of `messages` (a repeated key is sent once),
+        each also handed to `on_result` as soon as the transport answers.
 
         A recipient that is not E.164 (`+` and 8-15 digits) or a text that is not one GSM-7
         segment is refused without sending: "failed-permanent".
@@ -105,6 +108,8 @@ class SmsNotifier:
                 result = self.transport.send(message)
             _log_result(message, result)
             results.append(result)
+            if on_result is not None:
+                on_result(result)
         return results
 
 

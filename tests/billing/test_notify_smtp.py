@@ -216,16 +216,14 @@ KILL_AT = 40
 
 
 def test_a_notify_step_killed_half_way_sends_each_notice_once_after_the_rerun(settings_for):
-    # Why one message in flight makes this exact: the outbox claims a batch (one commit), sends
-    # it, then records the results (the next commit). A message the server accepted (250) but
-    # whose batch was not recorded yet when the process died is still "sending" in the ledger,
-    # and the re-run sends it again, with the same Message-ID: the documented at-least-once
-    # window, as wide as a claimed batch (8 e-mails by default, sent over a pool of 4). With a
-    # pool of one connection and a batch of one notice, every message before the killed one
-    # was accepted AND recorded before the next was claimed, and the killed one was never
-    # accepted (the server kills the client before its 250), so the re-run must send exactly
-    # the notices the server has not got. Pool size 1 alone is not enough: with the default
-    # batch of 8, the up-to-7 messages of the killed batch already accepted arrive twice.
+    # Why one message in flight makes this exact: each result is recorded as the server
+    # accepts that message, and a message accepted (250) but not yet recorded when the process
+    # died is still "sending" in the ledger, so the re-run sends it again with the same
+    # Message-ID: the documented at-least-once window, the messages in flight. With a pool of
+    # one connection and a batch of one notice, every message before the killed one was
+    # accepted AND recorded before the next was claimed, and the killed one was never accepted
+    # (the server kills the client before its 250), so the re-run must send exactly the notices
+    # the server has not got. (The default pool and batch: the test after this one.)
     handler = KillingHandler(kill_at=KILL_AT)
     with smtp_server(handler) as server:
         settings = settings_for(smtp_host=server.host, smtp_port=server.port, smtp_tls="none")
@@ -296,3 +294,63 @@ def test_a_notify_step_killed_half_way_sends_each_notice_once_after_the_rerun(se
         assert row.provider_message_id == message_id(row.key, settings.mail_from)
         assert row.attempts == (2 if row.key == in_flight else 1)
         assert row.run_id == ("run-2" if row.key in {ids[mid] for mid in before} else "run-3")
+
+
+# The notify step as it runs in production: the default pool (4 connections) and batch.
+NOTIFY_DEFAULT = """
+import sys
+
+import billing.pipeline
+from billing.config import Settings
+from billing.runtime import Runtime
+
+print(billing.pipeline.notify_cycle(Runtime(Settings.from_env()), sys.argv[1], sys.argv[2]), flush=True)
+"""
+POOL = 4  # EmailNotifier's default pool_size
+
+
+@pytest.mark.parametrize("kill_at", [25, 60])
+def test_a_notify_step_killed_mid_batch_sends_again_only_what_was_in_flight(settings_for, kill_at):
+    # Results are recorded as each message is accepted, not when its claimed batch of 100 is
+    # done: killed mid-batch, the re-run sends again only the messages that were in flight on
+    # the pool's connections (before: every accepted message of the batch, 28 and 32 in two
+    # trials of the outside probe).
+    handler = KillingHandler(kill_at=kill_at)
+    with smtp_server(handler) as server:
+        settings = settings_for(smtp_host=server.host, smtp_port=server.port, smtp_tls="none")
+        pipeline.run_cycle(Runtime(settings), CYCLE, run_id="run-1", send_notices=False)
+        rows = email_rows(settings)
+        env = {
+            name: value for name, value in os.environ.items() if not name.startswith("INVOICES_")
+        }
+        env |= {
+            "INVOICES_HOME": str(settings.home),
+            "INVOICES_SOURCE_URL": str(SAMPLES),
+            "INVOICES_SMTP_HOST": server.host,
+            "INVOICES_SMTP_PORT": str(server.port),
+            "INVOICES_SMTP_TLS": "none",
+            "PYTHONPATH": str(REPO),
+        }
+        victim = subprocess.Popen(
+            [sys.executable, "-c", NOTIFY_DEFAULT, CYCLE, "run-2"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        handler.victim = victim
+        try:
+            victim.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            victim.kill()
+            pytest.fail("the notify process was not killed within 60 s")
+        assert victim.returncode == -signal.SIGKILL
+        assert handler.killed.wait(timeout=10)
+        accepted = len(handler.message_ids())
+        # after the lease, a re-run sends whatever the dead run left unrecorded
+        pipeline.notify_cycle(Runtime(replace(settings, notify_lease_seconds=0)), CYCLE, "run-3")
+
+    final = email_rows(settings)
+    assert {row.status for row in final} == {"sent"}
+    received = handler.message_ids()
+    assert set(received) == set(message_ids(settings, rows))  # every notice arrived
+    twice = sum(1 for count in received.values() if count > 1)
+    assert max(received.values()) <= 2
+    assert twice < POOL, f"{twice} sent twice of {accepted} accepted before the kill"

@@ -125,7 +125,7 @@ def test_two_notify_runs_at_once_never_send_a_notice_twice(settings_for):
     lock = threading.Lock()
 
     class SlowRecorder:
-        def send(self, messages):
+        def send(self, messages, on_result=None):
             time.sleep(0.01)  # keep both runs in flight at the same time
             with lock:
                 sent.update(m.key for m in messages)
