@@ -8,6 +8,7 @@ size, colour and a fill-and-stroke text mode instead (see `renderers.blocks`).
 from __future__ import annotations
 
 import functools
+import unicodedata
 from pathlib import Path
 
 from reportlab.pdfbase import pdfmetrics
@@ -41,6 +42,31 @@ def undrawable(text: str) -> str | None:
         if ord(char) not in code_points or not char.isprintable():
             return char
     return None
+
+
+# What the invoice prints for a character the font cannot draw: visible, so nobody reads a
+# name with a letter silently missing (the ledger keeps the real text, and so will e-Factura).
+REPLACEMENT = "\ufffd"
+
+
+def printable(text: str) -> str:
+    """`text` as the invoice prints it: each character the font cannot draw (see `undrawable`)
+    becomes REPLACEMENT, except invisible format characters (zero-width joiner and space,
+    soft hyphen, ...), which are left out as a reader would not see them anyway."""
+    if undrawable(text) is None:
+        return text
+    code_points = _code_points()
+    return "".join(
+        char
+        if ord(char) in code_points and char.isprintable()
+        else ("" if unicodedata.category(char) == "Cf" else _replacement())
+        for char in text
+    )
+
+
+@functools.cache
+def _replacement() -> str:
+    return REPLACEMENT if ord(REPLACEMENT) in _code_points() else "?"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -2,9 +2,10 @@
 
 `render_invoice` works in three steps:
 
-1. compose: every text is normalised (cedilla ş ţ to comma-below ș ț), checked against the
-   font, formatted (1.234,56; dd.mm.yyyy) and wrapped into `Block`s of drawing operations
-   placed relative to each block's top edge, so every block knows its height before drawing;
+1. compose: every text is normalised (cedilla ş ţ to comma-below ș ț, bidirectional controls
+   removed), what the font cannot draw is replaced by U+FFFD, formatted (1.234,56; dd.mm.yyyy)
+   and wrapped into `Block`s of drawing operations placed relative to each block's top edge,
+   so every block knows its height before drawing;
 2. paginate: rows go onto pages by height, so "Pagina X din Y" is known before anything is
    drawn; the closing part (VAT summary, totals, payment box) goes on the last page only;
 3. draw: per page, the shapes, then all text in one text object (fewer operators, smaller files).
@@ -36,7 +37,7 @@ from billing.domain.errors import RenderError
 from billing.domain.model import Customer, InvoiceLine, IssuedInvoice, Supplier
 from billing.domain.validation import normalize_text
 from renderers.blocks import Block, Color, Style, draw_page, paginate
-from renderers.fonts import FONT_DISPLAY_NAME, FONT_NAME, register_font, undrawable
+from renderers.fonts import FONT_NAME, printable, register_font
 from renderers.formats import (
     format_amount,
     format_date,
@@ -115,8 +116,9 @@ _shared = functools.lru_cache(maxsize=16)
 def render_invoice(invoice: IssuedInvoice, supplier: Supplier) -> bytes:
     """The invoice as PDF bytes: the same invoice always gives the same bytes.
 
-    Raises `RenderError` naming the field when a text holds a character the font cannot draw
-    (the message gives the character and its code point) or is too long to print.
+    A character the font cannot draw prints as a visible replacement (U+FFFD); the ledger and
+    the e-Factura XML keep the text as it is. Raises `RenderError` naming the field when a text
+    is too long to print, or the language or currency is not one the template knows.
     """
     labels = LABELS.get(invoice.customer.language)
     if labels is None:
@@ -146,15 +148,10 @@ class _Document:
 # --------------------------------------------------------------------------------- compose
 
 
-def _clean(value: str, field: str) -> str:
-    """`value` normalised for print; RenderError when the font cannot draw a character of it."""
-    text = normalize_text(value)
-    char = undrawable(text)
-    if char is not None:
-        raise RenderError(
-            f"{field}: U+{ord(char):04X} {char!r} cannot be drawn by {FONT_DISPLAY_NAME}"
-        )
-    return text
+def _clean(value: str) -> str:
+    """`value` normalised for print, with what the font cannot draw replaced (see `printable`):
+    staging has flagged such a text, and the invoice is issued all the same."""
+    return printable(normalize_text(value))
 
 
 def _wrap(text: str, field: str, style: Style, width: float, max_lines: int) -> list[str]:
@@ -185,8 +182,8 @@ def _break_word(text: str, size: float, width: float) -> list[str]:
 
 
 def _compose(invoice: IssuedInvoice, supplier: Supplier, labels: Labels) -> _Document:
-    customer_name = _clean(invoice.customer.name, "customer name")
-    supplier_name = _clean(supplier.name, "supplier name")
+    customer_name = _clean(invoice.customer.name)
+    supplier_name = _clean(supplier.name)
     supplier_block = _supplier_block(supplier, supplier_name, labels)
     invoice_box = _invoice_box(invoice, labels)
     customer_panel = _customer_panel(invoice.customer, customer_name, labels)
@@ -200,7 +197,7 @@ def _compose(invoice: IssuedInvoice, supplier: Supplier, labels: Labels) -> _Doc
     return _Document(
         labels=labels,
         metadata=(
-            f"{labels.title} {_clean(invoice.number, 'invoice number')}",
+            f"{labels.title} {_clean(invoice.number)}",
             supplier_name,
             f"{customer_name}, {period}",
         ),
@@ -221,15 +218,15 @@ def _supplier_block(supplier: Supplier, name: str, labels: Labels) -> Block:
     block = Block()
     names = _wrap(name, "supplier name", SUPPLIER_NAME, width, 2)
     dy = block.lines(LEFT, 12.0, names, SUPPLIER_NAME, 15.0) + 1.0
-    address = _clean(supplier.address, "supplier address")
-    capital = _clean(supplier.share_capital, "supplier share capital")
-    bank = f"{labels.bank}: {_clean(supplier.bank, 'supplier bank')}"
+    address = _clean(supplier.address)
+    capital = _clean(supplier.share_capital)
+    bank = f"{labels.bank}: {_clean(supplier.bank)}"
     contact = (
-        _clean(value, field)
-        for value, field in (
-            (supplier.phone and f"{labels.phone} {supplier.phone}", "supplier phone"),
-            (supplier.email, "supplier e-mail"),
-            (supplier.website, "supplier website"),
+        _clean(value)
+        for value in (
+            supplier.phone and f"{labels.phone} {supplier.phone}",
+            supplier.email,
+            supplier.website,
         )
         if value
     )
@@ -237,7 +234,7 @@ def _supplier_block(supplier: Supplier, name: str, labels: Labels) -> Block:
         *_pack(_registration(supplier), "supplier CUI", BODY, width),
         *_wrap(address, "supplier address", BODY, width, MAX_FIELD_LINES),
         f"{labels.share_capital}: {capital}",
-        f"IBAN: {_clean(supplier.iban, 'supplier IBAN')}",
+        f"IBAN: {_clean(supplier.iban)}",
         *_wrap(bank, "supplier bank", BODY, width, 2),
         *_pack(contact, "supplier contact", BODY, width),
     ]
@@ -246,8 +243,8 @@ def _supplier_block(supplier: Supplier, name: str, labels: Labels) -> Block:
 
 
 def _registration(supplier: Supplier) -> tuple[str, str]:
-    cui = _clean(supplier.cui, "supplier CUI")
-    return f"CUI: {cui}", f"Reg. Com.: {_clean(supplier.trade_register, 'supplier trade register')}"
+    cui = _clean(supplier.cui)
+    return f"CUI: {cui}", f"Reg. Com.: {_clean(supplier.trade_register)}"
 
 
 def _pack(items: Iterable[str], field: str, style: Style, width: float) -> list[str]:
@@ -264,8 +261,8 @@ def _pack(items: Iterable[str], field: str, style: Style, width: float) -> list[
 
 def _invoice_box(invoice: IssuedInvoice, labels: Labels) -> Block:
     block = Block()
-    series = _clean(invoice.series, "invoice series")
-    number = _clean(invoice.number, "invoice number")
+    series = _clean(invoice.series)
+    number = _clean(invoice.number)
     sequence = number.removeprefix(series)
     block.text(RIGHT, 16.0, labels.title, TITLE, align="right")
     series_number = labels.series_number.format(series=series, seq=sequence)
@@ -295,9 +292,9 @@ def _customer_panel(customer: Customer, name: str, labels: Labels) -> Block:
     dy = block.lines(x, 31.0, names, CUSTOMER_NAME, 13.0) + 1.0
     identity = []
     if customer.tax_id:
-        tax_id = _clean(customer.tax_id, "customer tax id")
+        tax_id = _clean(customer.tax_id)
         identity.append(f"{'CNP' if len(tax_id) == 13 and tax_id.isdigit() else 'CUI'}: {tax_id}")
-    identity.append(f"{labels.customer_id}: {_clean(customer.customer_id, 'customer id')}")
+    identity.append(f"{labels.customer_id}: {_clean(customer.customer_id)}")
     left_end = block.lines(x, dy, identity, BODY, 11.0)
     right_end = block.lines(ADDRESS_LEFT, 31.0, _address_lines(customer, labels), BODY, 11.0)
     block.height = max(left_end, right_end) + 2.0
@@ -308,11 +305,11 @@ def _customer_panel(customer: Customer, name: str, labels: Labels) -> Block:
 def _address_lines(customer: Customer, labels: Labels) -> list[str]:
     address = customer.address
     width = RIGHT - ADDRESS_LEFT - 10.0
-    street = _clean(address.street, "customer street")
-    postal_code = _clean(address.postal_code, "customer postal code")
-    city = _clean(address.city, "customer city")
-    county = _clean(address.county, "customer county")
-    country = labels.country_ro if address.country == "RO" else _clean(address.country, "country")
+    street = _clean(address.street)
+    postal_code = _clean(address.postal_code)
+    city = _clean(address.city)
+    county = _clean(address.county)
+    country = labels.country_ro if address.country == "RO" else _clean(address.country)
     lines = _wrap(street, "customer street", BODY, width, MAX_FIELD_LINES)
     lines += _wrap(f"{postal_code} {city}".strip(), "customer city", BODY, width, 2)
     lines += _wrap(", ".join(filter(None, (county, country))), "customer county", BODY, width, 2)
@@ -332,7 +329,7 @@ def _next_header(
     left_end = block.lines(LEFT, 10.0, names, SUPPLIER_NAME_SMALL, 13.0)
     registration = _pack(_registration(supplier), "supplier CUI", LABEL, half)
     left_end = block.lines(LEFT, left_end, registration, LABEL, 10.0)
-    number = _clean(invoice.number, "invoice number")
+    number = _clean(invoice.number)
     block.text(RIGHT, 10.0, labels.continuation.format(number=number), BODY_BOLD, align="right")
     names = _wrap(customer_name, "customer name", BODY, half, MAX_NAME_LINES)
     right_end = block.lines(RIGHT, 23.0, names, BODY, 10.0, align="right")
@@ -368,7 +365,7 @@ def _table_header(labels: Labels) -> Block:
 
 def _row(line: InvoiceLine, shaded: bool, invoice: IssuedInvoice, labels: Labels) -> Block:
     field = f"line {line.line_no} description"
-    description = _clean(line.description, field)
+    description = _clean(line.description)
     wrapped = _wrap(description, field, CELL, DESCRIPTION_WIDTH, MAX_DESCRIPTION_LINES)
     start = line.service_start or invoice.period_start
     end = line.service_end or invoice.period_end
@@ -399,7 +396,7 @@ def _closing(invoice: IssuedInvoice, supplier: Supplier, labels: Labels) -> Bloc
     block = Block()
     dy = 0.0
     if any(line.vat_rate == 0 for line in invoice.lines):
-        ground = _clean(exemption_ground(supplier, invoice.customer.language), "exemption ground")
+        ground = _clean(exemption_ground(supplier, invoice.customer.language))
         note = labels.exemption.format(rate=format_rate(Decimal(0)), ground=ground)
         lines = _wrap(note, "exemption ground", NOTE, WIDTH, MAX_FIELD_LINES)
         dy = block.lines(LEFT, 12.0, lines, NOTE, 9.5) - 9.5
@@ -443,14 +440,14 @@ def _payment(
     block.text(x1, 15.0, labels.payment, HEADING)
     width = x2 - value1 - GAP
     payee = _wrap(supplier_name, "supplier name", BODY, width, 2)
-    bank = _wrap(_clean(supplier.bank, "supplier bank"), "supplier bank", BODY, width, 2)
+    bank = _wrap(_clean(supplier.bank), "supplier bank", BODY, width, 2)
     left = (
         (labels.payee, payee, BODY),
-        ("IBAN", [_clean(supplier.iban, "supplier IBAN")], BODY_BOLD),
+        ("IBAN", [_clean(supplier.iban)], BODY_BOLD),
         (labels.bank, bank, BODY),
     )
     right = (
-        (labels.reference, [_clean(invoice.number, "invoice number")], BODY_BOLD),
+        (labels.reference, [_clean(invoice.number)], BODY_BOLD),
         (labels.amount, [f"{format_amount(invoice.total)} {labels.currency}"], BODY_BOLD),
         (labels.due_date, [format_date(invoice.due_date)], BODY_BOLD),
     )

@@ -32,8 +32,9 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class Customer:
-    """A validated customer row. `contact_flags` names unusable contact fields
-    (`invalid_email`, `invalid_phone`): the customer is still invoiced, the notice falls back."""
+    """A validated customer row. `contact_flags` names what was flagged and still invoiced:
+    unusable contact fields (`invalid_email`, `invalid_phone`: the notice falls back) and
+    `unprintable_text` (a field holds a character the invoice font cannot draw)."""
 
     customer_id: str
     name: str

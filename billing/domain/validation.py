@@ -6,9 +6,10 @@ Reason codes (stable: the quarantine report and tests use them):
   invalid_country, invalid_county, invalid_choice, incomplete_paper_address,
   unknown_customer, customer_quarantined, invalid_charges, no_charges, invalid_decimal,
   invalid_vat_rate, invalid_date, invalid_service_period, malformed_row, invalid_encoding,
-  unprintable_text, too_long
-Flags that never withhold an invoice (the notice falls back to another channel):
-  invalid_email, invalid_phone
+  too_long
+Flags that never withhold an invoice (README.md, "Reason codes", says what each means):
+  invalid_email, invalid_phone (the notice falls back to another channel),
+  unprintable_text (the PDF prints a replacement character; the ledger keeps the text)
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ ISO_COUNTRIES = frozenset(
 
 _CEDILLA_TO_COMMA = str.maketrans({"ş": "ș", "Ş": "Ș", "ţ": "ț", "Ţ": "Ț"})
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Bidirectional controls reorder what a reader sees without changing what is stored (the
+# "Trojan Source" spoof, CVE-2021-42574): ALM, LRM, RLM, the embeddings and overrides LRE RLE
+# PDF LRO RLO, and the isolates LRI RLI FSI PDI. A name or an address never needs them.
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_STRIP_BIDI = str.maketrans(dict.fromkeys(BIDI_CONTROLS))
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SERIES = re.compile(r"[A-Z]{1,10}")
@@ -91,8 +97,11 @@ _RO_POSTAL = re.compile(r"[0-9]{6}")
 _POSTAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{1,9}")
 
 
+UNPRINTABLE = "unprintable_text"
+
 # The first character of a text that the invoice's font cannot draw, or None. The renderer owns
 # the font (renderers.fonts.undrawable); staging passes its check in, so the domain stays pure.
+# Such a text is still invoiced (the PDF prints a replacement character), only flagged.
 Undrawable = Callable[[str], str | None]
 
 
@@ -102,9 +111,11 @@ def draws_everything(_text: str) -> str | None:
 
 
 def normalize_text(value: str) -> str:
-    """NFC, cedilla s/t to comma-below (the correct Romanian letters), whitespace folded."""
+    """NFC, cedilla s/t to comma-below (the correct Romanian letters), bidirectional controls
+    removed, whitespace folded."""
     if not value.isascii():
         value = unicodedata.normalize("NFC", value).translate(_CEDILLA_TO_COMMA)
+        value = value.translate(_STRIP_BIDI)
     return " ".join(value.split())
 
 
@@ -113,12 +124,10 @@ def has_control(value: str) -> bool:
     return _CONTROL.search(value) is not None
 
 
-def text_problem(
-    value: str, limit: int = 200, undrawable: Undrawable = draws_everything
-) -> tuple[str, str] | None:
-    """(reason, detail) when a text field cannot go on an invoice as it is: bytes that were not
-    UTF-8, control characters, a character the invoice font cannot draw, or too long to print.
-    Caught here, before a number is spent on an invoice that could not be rendered."""
+def text_problem(value: str, limit: int = 200) -> tuple[str, str] | None:
+    """(reason, detail) when a text field cannot go on an invoice: bytes that were not UTF-8,
+    control characters, or too long to print. Caught here, before a number is spent on it.
+    A character the font cannot draw is not a problem here but a flag (`unprintable_flag`)."""
     if len(value) > limit:
         return "too_long", f"{len(value)} characters, at most {limit}"
     if value.isascii():
@@ -127,9 +136,15 @@ def text_problem(
         return "invalid_encoding", "bytes that are not UTF-8"
     if has_control(value):
         return "invalid_text", "control characters"
-    if (char := undrawable(value)) is not None:
-        return "unprintable_text", f"U+{ord(char):04X} {char!r} cannot be printed on the invoice"
     return None
+
+
+def unprintable_flag(value: str, undrawable: Undrawable) -> tuple[str, str] | None:
+    """("unprintable_text", detail) when the invoice font cannot draw a character of `value`:
+    the invoice is still issued, its PDF shows a replacement, and ops see the flag."""
+    if (char := undrawable(value)) is None:
+        return None
+    return UNPRINTABLE, f"U+{ord(char):04X} is printed as a replacement character"
 
 
 def _fold(value: str) -> str:
@@ -277,9 +292,12 @@ class CustomerValidator:
         for column in ("name", "street", "city", "postal_code"):
             if not get[column]:
                 problem(column, "missing", f"{column} is empty")
+        unprintable = []
         for column, value in get.items():
-            if found := text_problem(value, TEXT_LIMITS.get(column, 100), self.undrawable):
+            if found := text_problem(value, TEXT_LIMITS.get(column, 100)):
                 problem(column, *found)
+            elif found := unprintable_flag(value, self.undrawable):
+                unprintable.append(Problem(self.file, row, cid, column, *found))
         country = get["country"].upper() or "RO"
         if country not in ISO_COUNTRIES:
             problem("country", "invalid_country", f"{get['country']!r} is not an ISO 3166-1 code")
@@ -315,6 +333,8 @@ class CustomerValidator:
             flags.append("invalid_email")
         if phone and not valid_phone(phone):
             flags.append("invalid_phone")
+        if unprintable:
+            flags.append(UNPRINTABLE)
         if problems:
             return None, problems
         customer = Customer(
@@ -333,8 +353,9 @@ class CustomerValidator:
         flagged = [
             Problem(self.file, row, cid, flag.removeprefix("invalid_"), flag, "notice falls back")
             for flag in flags
+            if flag != UNPRINTABLE
         ]
-        return customer, flagged
+        return customer, flagged + unprintable
 
     @staticmethod
     def _address(get: dict[str, str], prefix: str, country: str, problem) -> Address:
@@ -380,7 +401,7 @@ class ChargeValidator:
         description = normalize_text(raw.get("description") or "")
         if not description:
             problem("description", "missing", "description is empty")
-        elif found := text_problem(description, TEXT_LIMITS["description"], self.undrawable):
+        elif found := text_problem(description, TEXT_LIMITS["description"]):
             problem("description", *found)
         numbers = {}
         for column in ("quantity", "unit_price", "vat_rate"):
@@ -417,11 +438,14 @@ class ChargeValidator:
             rate = rate.quantize(Decimal(1)) if rate == rate.to_integral_value() else rate
         if problems:
             return None, problems
+        flagged = []
+        if found := unprintable_flag(description, self.undrawable):
+            flagged.append(Problem(self.file, row, cid, "description", *found))
         return (
             Charge(
                 customer_id=cid, description=description, quantity=numbers["quantity"],
                 unit_price=numbers["unit_price"], vat_rate=rate, service_start=start,
                 service_end=end, row=row,
             ),
-            [],
+            flagged,
         )  # fmt: skip

@@ -18,7 +18,7 @@ from billing.domain.model import (
 QUARANTINE_COLUMNS = ("file", "row", "customer_id", "column", "reason", "detail", "action")
 
 
-FLAGS = frozenset({"invalid_email", "invalid_phone"})
+FLAGS = frozenset({"invalid_email", "invalid_phone", "unprintable_text"})
 
 
 SPILL_FLUSH_ROWS = 100_000

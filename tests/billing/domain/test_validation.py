@@ -187,16 +187,86 @@ def test_cycle_json_errors_are_all_listed():
     assert any(e.startswith("currency:") for e in errors)
 
 
-def test_a_character_the_invoice_font_cannot_draw_is_reported_by_the_fonts_check():
-    def no_rockets(text):
-        return "🚀" if "🚀" in text else None
+def no_rockets(text):
+    return "🚀" if "🚀" in text else None
 
-    _, problems = CustomerValidator("c.csv", no_rockets).validate(
+
+def test_a_name_the_invoice_font_cannot_draw_is_flagged_and_the_customer_kept():
+    customer, problems = CustomerValidator("c.csv", no_rockets).validate(
         4, GOOD_CUSTOMER | {"name": "Ion 🚀 Popescu"}
     )
-    assert [(p.column, p.reason) for p in problems] == [("name", "unprintable_text")]
+    assert customer is not None and customer.name == "Ion 🚀 Popescu"
+    assert customer.contact_flags == ("unprintable_text",)
+    assert [(p.row, p.column, p.reason) for p in problems] == [(4, "name", "unprintable_text")]
+    assert "U+1F680" in problems[0].detail
     # without a font every character is drawable: the domain's rules alone
     customer, problems = CustomerValidator("c.csv").validate(
         4, GOOD_CUSTOMER | {"name": "Ion 🚀 Popescu"}
     )
-    assert customer is not None and problems == []
+    assert customer is not None and problems == [] and customer.contact_flags == ()
+
+
+def test_a_description_the_invoice_font_cannot_draw_is_flagged_and_the_charge_kept():
+    charge, problems = ChargeValidator("ch.csv", CYCLE, no_rockets).validate(
+        9, GOOD_CHARGE | {"description": "Roaming 🚀"}
+    )
+    assert charge is not None and charge.description == "Roaming 🚀"
+    assert [(p.column, p.reason) for p in problems] == [("description", "unprintable_text")]
+
+
+def test_an_unprintable_flag_comes_beside_the_contact_flags():
+    customer, problems = CustomerValidator("c.csv", no_rockets).validate(
+        4, GOOD_CUSTOMER | {"name": "Ion 🚀", "email": "ion@@x"}
+    )
+    assert customer.contact_flags == ("invalid_email", "unprintable_text")
+    assert sorted(p.reason for p in problems) == ["invalid_email", "unprintable_text"]
+
+
+@pytest.mark.parametrize(
+    ("change", "column", "reason"),
+    [
+        pytest.param({"name": "Ion\x07 🚀"}, "name", "invalid_text", id="control"),
+        pytest.param({"name": "Ion \udcff🚀"}, "name", "invalid_encoding", id="not-utf8"),
+        pytest.param({"street": "Str. 🚀 " * 40}, "street", "too_long", id="too-long"),
+    ],
+)
+def test_what_cannot_be_billed_is_still_quarantined_even_if_unprintable(change, column, reason):
+    customer, problems = CustomerValidator("c.csv", no_rockets).validate(4, GOOD_CUSTOMER | change)
+    assert customer is None
+    assert [(p.column, p.reason) for p in problems] == [(column, reason)]
+
+
+@pytest.mark.parametrize(
+    "control",
+    ["\u061c", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",
+     "\u2066", "\u2067", "\u2068", "\u2069"],
+)  # fmt: skip
+def test_bidirectional_controls_are_stripped(control):
+    customer, problems = CustomerValidator("c.csv").validate(
+        4, GOOD_CUSTOMER | {"name": f"Ion {control}ucsepoP", "street": f"Str. Unirii{control} 1"}
+    )
+    assert problems == []
+    assert customer.name == "Ion ucsepoP" and customer.address.street == "Str. Unirii 1"
+
+
+def test_a_right_to_left_override_and_mark_in_a_name_are_stripped():
+    name = "Ana \u202eanaideM\u202c Pop\u200fescu"
+    assert normalize_text(name) == "Ana anaideM Popescu"
+    charge, _ = ChargeValidator("ch.csv", CYCLE).validate(
+        2, GOOD_CHARGE | {"description": "Abonament \u202e01 liboM"}
+    )
+    assert charge.description == "Abonament 01 liboM"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ștefănescu Țurcanu Îonuț-Mădălin",
+        "ȘȚĂÂÎ șțăâî",
+        "Societatea Agricolă Mărțișor din Râșnov SRL",
+    ],
+)
+def test_romanian_names_with_comma_below_letters_are_unchanged(name):
+    assert normalize_text(name) == name
+    customer, problems = CustomerValidator("c.csv").validate(4, GOOD_CUSTOMER | {"name": name})
+    assert problems == [] and customer.name == name and customer.contact_flags == ()

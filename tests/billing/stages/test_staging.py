@@ -211,20 +211,35 @@ def test_unusable_files_fail_with_one_clear_message_naming_the_file(tmp_path, br
     assert str(tmp_path / "src" / "2026-11") in str(info.value)
 
 
-def test_staging_checks_texts_against_the_invoice_font(tmp_path):
+def test_staging_flags_texts_the_invoice_font_cannot_draw_and_keeps_the_customer(tmp_path):
     source = tmp_path / "source"
     shutil.copytree(SAMPLES / "2026-10", source / "2026-10")
     customers = source / "2026-10" / "customers.csv"
     rows = list(csv.DictReader(customers.open(encoding="utf-8")))
     rows[0]["name"] = "Ion \U0001f680 Popescu"  # DejaVu Sans Condensed has no rocket
+    rows[1]["name"] = "Ana \u202eucsepoP\u202c Pop\u200fescu"  # RLO ... PDF, and an RLM
+    rows[2]["name"] = "Ștefănescu Țurcanu Îonuț-Mădălin"
     with customers.open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     staging = open_store(str(tmp_path / "staging"))
-    stage_cycle(open_store(str(source)), staging, "2026-10", chunk_size=100)
-    found = [(r["row"], r["column"], r["reason"]) for r in quarantine_rows(staging, "2026-10")]
-    assert ("2", "name", "unprintable_text") in found
+    before = stage_cycle(open_store(str(SAMPLES)), staging, "2026-10", chunk_size=100)
+    staged = stage_cycle(open_store(str(source)), staging, "2026-10", chunk_size=100)
+    report = quarantine_rows(staging, "2026-10")
+    assert [(r["row"], r["column"], r["action"]) for r in report if r["row"] == "2"] == [
+        ("2", "name", "flagged")
+    ]
+    assert {r["reason"] for r in report if r["row"] in ("2", "3", "4")} == {"unprintable_text"}
+    assert (staged.quarantined_customers, staged.quarantined_rows) == (
+        before.quarantined_customers,
+        before.quarantined_rows,
+    )
+    assert staged.flagged_customers == before.flagged_customers + 1
+    names = {c.customer_id: c.name for ref in staged.chunks for c, _ in read_chunk(staging, ref)}
+    assert names[rows[0]["customer_id"]] == "Ion \U0001f680 Popescu"
+    assert names[rows[1]["customer_id"]] == "Ana ucsepoP Popescu"
+    assert names[rows[2]["customer_id"]] == "Ștefănescu Țurcanu Îonuț-Mădălin"
 
 
 def test_a_chunk_descriptor_staged_under_the_old_field_names_still_reads():
