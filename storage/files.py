@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+# A temporary file younger than this is never taken for a crashed writer's: it covers the
+# instant between creating the file and locking it.
+ABANDONED_AFTER_SECONDS = 60.0
 
 
 def clean_key(key: str) -> str:
@@ -31,3 +39,63 @@ def write_temp_beside(path: Path, data: bytes, mode: int | None = None) -> str:
         os.unlink(tmp)
         raise
     return tmp
+
+
+@contextlib.contextmanager
+def locked_temp_file(folder: Path, data: bytes, mode: int | None = None) -> Iterator[str]:
+    """A new file in `folder` holding `data`, flushed to disk, for the caller to link or rename
+    into place (on the same filesystem, so that is atomic); removed when the block ends.
+
+    The file stays locked (flock) by this process until then, so `remove_abandoned` in another
+    process never takes it for a crashed writer's: the kernel drops the lock when a process
+    dies, which is what marks a leftover.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="put.")
+    with os.fdopen(fd, "wb") as out:
+        try:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+            if mode is not None:
+                os.chmod(tmp, mode)
+            yield tmp
+        finally:
+            # Unlinked before the lock goes (on close), so no cleaner sees it unlocked.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def remove_abandoned(folder: Path, older_than: float = ABANDONED_AFTER_SECONDS) -> list[str]:
+    """Remove the files crashed writers left in `folder` (no process holds their lock, and they
+    are older than `older_than` seconds); returns their names. Files of live writers, in this
+    process or another, are left alone; a folder this process may not write is left as it is."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return removed
+    now = time.time()
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if now - entry.stat(follow_symlinks=False).st_mtime < older_than:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone already, or not ours to read
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live writer holds it
+            os.close(fd)
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed

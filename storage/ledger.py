@@ -160,6 +160,9 @@ invoice_documents = sa.Table(
     sa.Column("version_id", sa.String(1024)),
     sa.Column("archived_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(250), nullable=False),
+    # True: the run found the PDF already in the archive (uploaded before a crash) and only
+    # recorded it; False: the run wrote it.
+    sa.Column("recovered", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_invoice_documents_cycle", "cycle_id"),
 )
 

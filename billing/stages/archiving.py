@@ -4,7 +4,7 @@ cycle manifest.
 Idempotent and crash-safe: a chunk re-run renders only invoices without a document row; an
 invoice rendered and stored before a crash, but not yet recorded, renders to the same bytes
 again (rendering is deterministic), so the archive's write-once check passes and the row is
-written.
+written, marked `recovered` (this run found the PDF, it did not write it).
 """
 
 from __future__ import annotations
@@ -33,10 +33,15 @@ UPLOADERS = 8  # concurrent archive writes per chunk
 
 @dataclass(frozen=True)
 class ArchiveResult:
+    """PDFs this call wrote to the archive and recorded (`archived`), and PDFs it found already
+    archived without a ledger row, left by a run that crashed before recording them, and
+    recorded (`recovered`)."""
+
     archived: int = 0
+    recovered: int = 0
 
     def __add__(self, other: ArchiveResult) -> ArchiveResult:
-        return ArchiveResult(self.archived + other.archived)
+        return ArchiveResult(self.archived + other.archived, self.recovered + other.recovered)
 
 
 def archive_invoices(
@@ -81,12 +86,12 @@ def archive_invoices(
                     failures.append(f"{invoice.number}: {exc}")
                     continue
                 rows.append(_document_row(invoice, stored, cycle_id, template_version, run_id))
-            result += ArchiveResult(_record(engine, rows))
+            result += _record(engine, rows)
     if failures:
         shown = "; ".join(failures[:5]) + ("; ..." if len(failures) > 5 else "")
         raise ArchiveError(
             f"{len(failures)} invoice(s) of cycle {cycle_id} were not archived "
-            f"({result.archived} were): {shown}"
+            f"({result.archived + result.recovered} were): {shown}"
         )
     return result
 
@@ -102,19 +107,21 @@ def _document_row(invoice, stored: StoredObject, cycle_id, template_version, run
         "version_id": stored.version_id,
         "archived_at": datetime.now(UTC),
         "run_id": run_id,
+        "recovered": stored.existed,
     }
 
 
-def _record(engine: Engine, rows: list[dict]) -> int:
-    """Insert document rows; a row another worker recorded first is left as it is."""
-    if not rows:
-        return 0
+def _record(engine: Engine, rows: list[dict]) -> ArchiveResult:
+    """Insert document rows; a row another worker recorded first is left as it is (and not
+    counted here)."""
+    counts = {}
     with engine.begin() as conn:
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        done = conn.execute(
-            insert(invoice_documents).on_conflict_do_nothing(index_elements=["number"]), rows
-        )
-        return max(done.rowcount, 0)
+        statement = insert(invoice_documents).on_conflict_do_nothing(index_elements=["number"])
+        for recovered in (False, True):
+            group = [row for row in rows if row["recovered"] is recovered]
+            counts[recovered] = max(conn.execute(statement, group).rowcount, 0) if group else 0
+    return ArchiveResult(archived=counts[False], recovered=counts[True])
 
 
 def build_manifest(conn: Connection, cycle_id: str, previous_sha256: str | None) -> dict:

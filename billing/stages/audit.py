@@ -2,23 +2,34 @@
 ledger; download a cycle and verify it offline. Both only read, so read-only credentials do.
 
 Every problem is one line naming what is wrong (the invoice number, the key, the manifest).
+
+Verify also names every object under `invoices/` or `efactura/` that no invoice owns: a PDF the
+ledger records as no invoice's document (and that is therefore in no manifest), or an e-Factura
+file of no issued invoice. The PDF of an issued invoice without a document row yet (its cycle's
+run is in progress, or crashed between storing and recording; its next run records it) is not
+reported here: that cycle's own verify reports it unfinished. The archive is listed once and
+compared with the ledger a page of keys at a time, by invoice number (the primary key), so the
+cost is one listing and one indexed query per thousand objects, whatever the archive's size.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from billing.domain.layout import manifest_key
+from billing.domain.layout import invoice_key, manifest_key
 from storage.archive import Archive, sha256_hex
 from storage.ledger import invoice_documents, invoices, manifests, series_counters
 
 READERS = 8  # concurrent object reads
+PAGE = 1000  # archive keys compared with the ledger per query
+OWNED_PREFIXES = ("invoices/", "efactura/")  # every object under these belongs to an invoice
+EFACTURA_SUFFIXES = (".xml", ".anaf.zip")
 
 
 def verify_cycle(engine: Engine, archive: Archive, cycle_id: str) -> list[str]:
@@ -31,6 +42,7 @@ def verify_cycle(engine: Engine, archive: Archive, cycle_id: str) -> list[str]:
     problems += _check_objects(archive, manifest["invoices"])
     problems += _check_chain(engine, archive, manifest)
     problems += _check_numbering(engine, cycle_id)
+    problems += _check_unowned(engine, archive)
     return problems
 
 
@@ -197,6 +209,67 @@ def _check_numbering(engine, cycle_id) -> list[str]:
             if len(numbers) != len(set(numbers)):
                 problems.append(f"series {name}: a number is used twice")
     return problems
+
+
+def _check_unowned(engine: Engine, archive: Archive) -> list[str]:
+    """Objects under `invoices/` and `efactura/` that no invoice of the ledger owns."""
+    problems = []
+    for prefix in OWNED_PREFIXES:
+        for page in _pages(archive.list(prefix), PAGE):
+            problems += _unowned(engine, prefix, page)
+    return problems
+
+
+def _unowned(engine: Engine, prefix: str, keys: list[str]) -> list[str]:
+    named = {key: _invoice_number(prefix, key) for key in keys}
+    numbers = {number for number in named.values() if number}
+    query = (
+        sa.select(invoices.c.number, invoices.c.customer_id, invoice_documents.c.key)
+        .select_from(invoices.outerjoin(invoice_documents))
+        .where(invoices.c.number.in_(numbers))
+    )
+    with engine.connect() as conn:
+        owners = {r.number: r for r in conn.execute(query)} if numbers else {}
+    problems = []
+    for key, number in named.items():
+        owner = owners.get(number)
+        if owner is None:
+            owned = False
+        elif prefix == "efactura/":
+            owned = key.removesuffix(".anaf.zip").removesuffix(".xml") == (
+                f"efactura/{owner.customer_id}/{number}"
+            )
+        elif owner.key is not None:
+            owned = key == owner.key
+        else:  # issued, PDF stored, not recorded yet: the cycle's run records it
+            owned = key == invoice_key(owner.customer_id, number)
+        if not owned:
+            problems.append(
+                f"{key}: in the archive, but no manifest lists it and the ledger records it "
+                "as no invoice's (a stray or partial object)"
+            )
+    return problems
+
+
+def _invoice_number(prefix: str, key: str) -> str | None:
+    """The invoice number an object's name claims (`<prefix><customer>/<number><suffix>`)."""
+    name = key.rpartition("/")[2]
+    suffixes = (".pdf",) if prefix == "invoices/" else EFACTURA_SUFFIXES
+    for suffix in suffixes:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name.removesuffix(suffix)
+    return None
+
+
+def _pages(keys: Iterable[str], size: int) -> Iterator[list[str]]:
+    page: list[str] = []
+    for key in keys:
+        page.append(key)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def manifest_size(engine: Engine, cycle_id: str) -> int:

@@ -92,20 +92,33 @@ def notice_counts(engine: Engine, cycle_id: str) -> dict:
     return {"notices": counts, "paper_queued": paper, "fallbacks": fallbacks}
 
 
-def document_counts(engine: Engine, cycle_id: str, run_id: str) -> tuple[int, int]:
-    """(PDFs this run archived, PDFs archived for the cycle in all)."""
+def document_counts(engine: Engine, cycle_id: str, run_id: str) -> dict[str, int]:
+    """The cycle's PDFs as the run report counts them, like its invoices:
+
+    - `pdfs_archived`: rendered and written to the archive by this run;
+    - `pdfs_existing`: found archived already, in the ledger or (without a ledger row, left by
+      a run that crashed before recording them) in the archive;
+    - `pdfs_recovered`: those of `pdfs_existing` found in the archive and recorded by this run.
+
+    `pdfs_archived + pdfs_existing` is every archived PDF of the cycle.
+    """
     # One labelled expression in both clauses: PostgreSQL matches GROUP BY to the select list
     # by its text, and two separate comparisons would bind run_id under two names.
     by_this_run = (invoice_documents.c.run_id == run_id).label("by_this_run")
+    recovered = invoice_documents.c.recovered
     with engine.connect() as conn:
-        by_run = dict(
-            conn.execute(
-                sa.select(by_this_run, sa.func.count())
-                .where(invoice_documents.c.cycle_id == cycle_id)
-                .group_by(by_this_run)
-            ).all()
-        )
-    return by_run.get(True, 0), sum(by_run.values())
+        rows = conn.execute(
+            sa.select(by_this_run, recovered, sa.func.count())
+            .where(invoice_documents.c.cycle_id == cycle_id)
+            .group_by(by_this_run, recovered)
+        ).all()
+    counts = {(bool(mine), bool(found)): count for mine, found, count in rows}
+    archived = counts.get((True, False), 0)
+    return {
+        "pdfs_archived": archived,
+        "pdfs_existing": sum(counts.values()) - archived,
+        "pdfs_recovered": counts.get((True, True), 0),
+    }
 
 
 REPORT_EXAMPLES = 20  # example rows per list in the report
@@ -235,7 +248,7 @@ def finalize_report(
     staged = load_staged(staging, cycle_id)
     manifest = finalize_manifest(engine, archive, cycle_id, retention_years)
     counts = cycle_counts(engine, cycle_id, run_id)
-    archived, documents = document_counts(engine, cycle_id, run_id)
+    documents = document_counts(engine, cycle_id, run_id)
     quarantine_key = report_key(cycle_id, run_id, ".quarantine.csv")
     quarantine_csv = staging.read_bytes(f"{cycle_id}/quarantine.csv")
     archive.replace(quarantine_key, quarantine_csv)
@@ -253,8 +266,7 @@ def finalize_report(
         "flagged_customers": staged.flagged_customers,
         "invoices_issued": counts["issued"],
         "invoices_existing": counts["existing"],
-        "pdfs_archived": archived,
-        "pdfs_existing": documents - archived,
+        **documents,
         **notice_counts(engine, cycle_id),
         "totals": counts["totals"],
         "chunks": len(staged.chunks),

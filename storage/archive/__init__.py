@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Protocol
 
@@ -23,10 +23,20 @@ from storage.schemes import backend_for
 
 @dataclass(frozen=True)
 class StoredObject:
+    """An archived object. `existed` is True when `put_once` found these bytes already stored
+    and wrote nothing (e.g. the upload of a run that crashed before recording it); it takes no
+    part in comparisons."""
+
     key: str
     size: int
     sha256: str
     version_id: str | None = None
+    existed: bool = field(default=False, compare=False)
+
+
+def with_existed(stored: StoredObject) -> StoredObject:
+    """`stored`, marked as found already in the archive by `put_once`."""
+    return replace(stored, existed=True)
 
 
 class Archive(Protocol):
@@ -35,8 +45,8 @@ class Archive(Protocol):
     url: str
 
     def put_once(self, key: str, data: bytes, retain_until: date | None = None) -> StoredObject:
-        """Store `data` under `key` unless it is there: the same bytes again is a no-op, other
-        bytes raise ArchiveConflictError. `retain_until` is the legal retention of the object
+        """Store `data` under `key` unless it is there: the same bytes again is a no-op (the
+        stored object comes back with `existed=True`), other bytes raise ArchiveConflictError. `retain_until` is the legal retention of the object
         (Object Lock on S3; the local folder makes every object read-only)."""
 
     def replace(self, key: str, data: bytes) -> StoredObject:

@@ -1,8 +1,14 @@
-"""The local-folder archive: the embedded default (`INVOICES_ARCHIVE_URL=/path` or file://)."""
+"""The local-folder archive: the embedded default (`INVOICES_ARCHIVE_URL=/path` or file://).
+
+Each object is written to a temporary file in `<root>/.tmp/` (never beside its key, so nothing
+half-written ever sits under `invoices/` or any other listed prefix), then linked into place:
+the link is atomic and fails when the key exists, so an object is whole or absent. A writer
+that crashes leaves at most a file in `.tmp/`, which the first write of the next archive opened
+on the folder removes (a live writer's file, in any process, is locked and left alone).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from datetime import date
@@ -10,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from billing.domain.errors import ArchiveConflictError
-from storage.archive import StoredObject, sha256_hex
-from storage.files import clean_key, write_temp_beside
+from storage.archive import StoredObject, sha256_hex, with_existed
+from storage.files import clean_key, locked_temp_file, remove_abandoned
+
+TEMP_FOLDER = ".tmp"  # under the root; no key starts with it (`list` leaves it out)
 
 
 class LocalArchive:
@@ -20,6 +28,8 @@ class LocalArchive:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
+        self._temp = self.root / TEMP_FOLDER
+        self._swept = False
 
     @classmethod
     def from_url(cls, url: str, client: Any = None, lock_mode: str = "COMPLIANCE") -> LocalArchive:
@@ -28,31 +38,41 @@ class LocalArchive:
 
     def _path(self, key: str) -> Path:
         try:
-            return self.root / clean_key(key)
+            cleaned = clean_key(key)
         except ValueError:
             raise ValueError(f"invalid archive key {key!r}") from None
+        if cleaned.split("/")[0] == TEMP_FOLDER:
+            raise ValueError(f"invalid archive key {key!r}: {TEMP_FOLDER}/ holds temporary files")
+        return self.root / cleaned
+
+    def _temp_folder(self) -> Path:
+        """Where new objects are written before they are linked into place; on the first write,
+        what crashed writers left there is removed (not on open: auditors open read-only)."""
+        if not self._swept:
+            remove_abandoned(self._temp)
+            self._swept = True
+        return self._temp
 
     def put_once(self, key: str, data: bytes, retain_until: date | None = None) -> StoredObject:
         path = self._path(key)
         stored = StoredObject(key, len(data), sha256_hex(data))
         existing = self.head(key)
         if existing is not None:
-            return self._same_or_conflict(existing, stored)
-        tmp = write_temp_beside(path, data, mode=0o444)
-        try:
+            return with_existed(self._same_or_conflict(existing, stored))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with locked_temp_file(self._temp_folder(), data, mode=0o444) as tmp:
             try:
                 os.link(tmp, path)  # fails if another writer got there first: never overwrite
             except FileExistsError:
-                return self._same_or_conflict(self.head(key), stored)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                return with_existed(self._same_or_conflict(self.head(key), stored))
         return stored
 
     def replace(self, key: str, data: bytes) -> StoredObject:
         """Write `key` whatever it holds: only for run reports, never invoices or manifests."""
         path = self._path(key)
-        os.replace(write_temp_beside(path, data), path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with locked_temp_file(self._temp_folder(), data) as tmp:
+            os.replace(tmp, path)
         return StoredObject(key, len(data), sha256_hex(data))
 
     @staticmethod
@@ -76,11 +96,14 @@ class LocalArchive:
         return StoredObject(key, len(data), sha256_hex(data))
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        """Every file under `prefix`, hidden ones included (a stray file is an object an audit
+        must see), except the temporary files in `.tmp/`."""
         base = self.root / prefix if prefix else self.root
         if base.is_dir():
             for path in sorted(base.rglob("*")):
-                if path.is_file() and not path.name.startswith("."):
-                    yield path.relative_to(self.root).as_posix()
+                key = path.relative_to(self.root).as_posix()
+                if path.is_file() and key.split("/")[0] != TEMP_FOLDER:
+                    yield key
 
     def link(self, key: str, version_id: str | None = None, expires_in: int = 900) -> str:
         return str(self._path(key))

@@ -40,7 +40,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from billing.domain.errors import ArchiveConflictError, ArchiveError, ConfigurationError
-from storage.archive import StoredObject
+from storage.archive import StoredObject, with_existed
 from storage.s3_client import error_code, map_s3_errors, new_client
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class S3Archive:
 
     def put_once(self, key: str, data: bytes, retain_until: date | None = None) -> StoredObject:
         """Store `data` under `key` unless the key exists: the same bytes again return the stored
-        object (its version included) and write nothing; other bytes raise ArchiveConflictError.
+        object (its version included, `existed=True`) and write nothing; other bytes raise ArchiveConflictError.
 
         On a bucket with Object Lock, `retain_until` locks the new version in `lock_mode` through
         the whole of that day (until 00:00 UTC of the next day).
@@ -117,7 +117,7 @@ class S3Archive:
                 # not settled, or the key was deleted since), write again.
                 existing = self.head(key)
                 if existing is not None:
-                    return self._same_or_conflict(existing, wanted)
+                    return with_existed(self._same_or_conflict(existing, wanted))
                 time.sleep(0.05 * 2**attempt)
                 continue
             return with_version(wanted, version_id=response.get("VersionId"))

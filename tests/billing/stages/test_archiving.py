@@ -68,8 +68,13 @@ def test_rerun_and_crash_recovery_rewrite_nothing(settings_for):
         conn.execute(invoice_documents.delete().where(invoice_documents.c.number.in_(lost)))
 
     again = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-2")
-    assert (again["invoices_issued"], again["pdfs_archived"]) == (0, 25)
-    assert again["pdfs_existing"] == len(before) - 25
+    # the 25 PDFs were found in the archive, not written by run-2
+    assert (again["invoices_issued"], again["pdfs_archived"], again["pdfs_recovered"]) == (
+        0,
+        0,
+        25,
+    )
+    assert again["pdfs_existing"] == len(before)
     assert documents(settings) == before
     for path, stat in files.items():
         assert path.stat().st_ino == stat.st_ino and path.stat().st_mtime_ns == stat.st_mtime_ns
@@ -80,6 +85,46 @@ def test_rerun_and_crash_recovery_rewrite_nothing(settings_for):
         0,
         len(before),
     )
+    assert third["pdfs_recovered"] == 0
+
+
+def test_a_resumed_run_counts_what_it_wrote_apart_from_what_it_found(settings_for, ledger_url):
+    """A run killed after uploading PDFs but before recording some of them, then a run under
+    another run id: the report says what the second run wrote and what it found done."""
+    settings = settings_for(ledger_url=ledger_url)
+    runtime = Runtime(settings)
+    pipeline.start_run(runtime, "2026-11", "killed")
+    pipeline.stage(runtime, "2026-11")
+    pipeline.issue(runtime, "2026-11", "killed")
+    pipeline.archive_cycle(runtime, "2026-11", "killed")
+    engine = open_ledger(settings.ledger_url)
+    with engine.connect() as conn:
+        numbers = sorted(conn.execute(sa.select(invoice_documents.c.number)).scalars())
+        query = sa.select(invoice_documents.c.number, invoice_documents.c.key)
+        keys = {r.number: r.key for r in conn.execute(query)}
+    unrecorded, never_uploaded = numbers[:40], numbers[40:50]
+    with engine.begin() as conn:  # the crash window: stored, not recorded; not stored at all
+        conn.execute(
+            invoice_documents.delete().where(
+                invoice_documents.c.number.in_(unrecorded + never_uploaded)
+            )
+        )
+    for number in never_uploaded:
+        (settings.home / "archive" / keys[number]).unlink()
+
+    report = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="resumed")
+    assert (report["invoices_issued"], report["invoices_existing"]) == (0, len(numbers))
+    assert report["pdfs_archived"] == len(never_uploaded)
+    assert report["pdfs_recovered"] == len(unrecorded)
+    assert report["pdfs_existing"] == len(numbers) - len(never_uploaded)
+    assert report["pdfs_archived"] + report["pdfs_existing"] == len(numbers)
+    with engine.connect() as conn:
+        recovered = set(
+            conn.execute(
+                sa.select(invoice_documents.c.number).where(invoice_documents.c.recovered)
+            ).scalars()
+        )
+    assert recovered == set(unrecorded)
 
 
 def test_an_invoice_that_cannot_render_fails_the_chunk_after_the_others(settings_for, monkeypatch):

@@ -96,6 +96,49 @@ def test_a_gap_in_the_series_is_reported(two_cycles):
     assert "series OR: 1 number(s) missing, first 5" in problems
 
 
+def test_objects_no_invoice_owns_are_named(two_cycles):
+    settings, engine, archive = two_cycles
+    entry = first_entry(archive, "2026-10")
+    root = settings.home / "archive"
+    planted = [
+        # the partial file a writer killed mid-write used to leave beside the PDF
+        f"invoices/{entry['customer_id']}/.{entry['number']}.pdf.k3x9q2ab",
+        "invoices/C9999999/OR99999999.pdf",  # no such invoice
+        f"invoices/SOMEONE-ELSE/{entry['number']}.pdf",  # a real number, in the wrong folder
+        "invoices/notes.txt",
+        "efactura/C9999999/OR99999999.xml",
+    ]
+    for key in planted:
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(b"%PDF-1.4 partial")
+    stray = " in the archive, but no manifest lists it and the ledger records it as no invoice's"
+    for cycle in ("2026-10", "2026-11"):  # the archive is one: either cycle's verify says it
+        problems = verify_cycle(engine, archive, cycle)
+        assert sorted(problems) == sorted(
+            f"{key}:{stray} (a stray or partial object)" for key in planted
+        )
+
+
+def test_a_pdf_stored_by_a_run_in_progress_is_not_a_stray(settings_for):
+    settings = settings_for()
+    pipeline.run_cycle(Runtime(settings), "2026-10", run_id="done")
+    runtime = Runtime(settings)
+    pipeline.start_run(runtime, "2026-11", "running")
+    pipeline.stage(runtime, "2026-11")
+    pipeline.issue(runtime, "2026-11", "running")
+    pipeline.archive_cycle(runtime, "2026-11", "running")
+    engine, archive = open_ledger(settings.ledger_url), open_archive(settings.archive_url)
+    with engine.begin() as conn:  # stored, not recorded yet
+        number = conn.execute(
+            sa.select(invoice_documents.c.number).where(invoice_documents.c.cycle_id == "2026-11")
+        ).scalar()
+        conn.execute(invoice_documents.delete().where(invoice_documents.c.number == number))
+    assert verify_cycle(engine, archive, "2026-10") == []
+    assert verify_cycle(engine, archive, "2026-11") == [
+        "cycle 2026-11: the ledger records no manifest (cycle not finalized?)"
+    ]
+
+
 def test_download_writes_the_cycle_and_its_manifest(two_cycles, tmp_path):
     settings, engine, archive = two_cycles
     seen = []
