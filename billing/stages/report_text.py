@@ -115,6 +115,7 @@ STAGE_ROWS = (
     ("invoices_existing", "already issued"),
     ("pdfs_archived", "PDFs archived"),
     ("pdfs_existing", "already archived"),
+    ("pdfs_recovered", "  of which recovered"),
     ("paper_queued", "paper queued"),
     ("fallbacks", "fallbacks"),
     ("chunks", "chunks"),
