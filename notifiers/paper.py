@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pypdf import PdfReader, PdfWriter
 
 from billing.domain.model import Address
+from billing.domain.spreadsheet import spreadsheet_row
 
 CSV_COLUMNS = (
     "sequence", "invoice_number", "customer_id", "name", "street", "postal_code", "city",
@@ -43,9 +44,10 @@ def build_print_batch(items: Sequence[PaperItem]) -> tuple[bytes, bytes]:
         pages = len(PdfReader(io.BytesIO(item.pdf)).pages)
         writer.append(PdfReader(io.BytesIO(item.pdf)))
         a = item.mailing_address
+        # the print house opens this in a spreadsheet: a name must not run as a formula
         table.writerow(
-            [sequence, item.number, item.customer_id, item.name, a.street, a.postal_code,
-             a.city, a.county, a.country, page, pages]
+            spreadsheet_row([sequence, item.number, item.customer_id, item.name, a.street,
+                             a.postal_code, a.city, a.county, a.country, page, pages])
         )  # fmt: skip
         page += pages
     merged = io.BytesIO()

@@ -14,6 +14,7 @@ from billing.domain.model import CUSTOMER_FIELDS as MODEL_CUSTOMER_FIELDS
 from billing.domain.model import (
     Problem,
 )
+from billing.domain.spreadsheet import spreadsheet_row
 
 QUARANTINE_COLUMNS = ("file", "row", "customer_id", "column", "reason", "detail", "action")
 
@@ -25,6 +26,11 @@ SPILL_FLUSH_ROWS = 100_000
 
 
 SORT_REPORT_LIMIT = 500_000
+
+
+# Characters of a customer id or detail kept in the report: a detail may quote the field, and a
+# field may be up to csv's limit long (and six times that once undecodable bytes are escaped).
+REPORT_TEXT_LIMIT = 300
 
 
 _RAW = "surrogateescape"  # spill files carry undecodable input bytes through unchanged
@@ -87,9 +93,10 @@ class Quarantine:
     def add(self, problem: Problem) -> None:
         flagged = problem.reason in FLAGS
         action = "flagged" if flagged else "quarantined"
+        # the report is opened in spreadsheets: no cell may run as a formula
         self._writer.writerow(
-            [problem.file, problem.row, problem.customer_id, problem.column, problem.reason,
-             problem.detail, action]
+            spreadsheet_row([problem.file, problem.row, _cut(problem.customer_id),
+                             problem.column, problem.reason, _cut(problem.detail), action])
         )  # fmt: skip
         self.entries += 1
         if not flagged:
@@ -111,3 +118,7 @@ class Quarantine:
             writer.writerow(QUARANTINE_COLUMNS)
             writer.writerows(rows)
         return buffer.getvalue().encode("utf-8")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REPORT_TEXT_LIMIT else text[:REPORT_TEXT_LIMIT] + "…"

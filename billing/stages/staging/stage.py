@@ -40,7 +40,13 @@ from billing.domain.validation import (
     CustomerValidator,
 )
 from billing.stages.staging.chunks import MAX_CHUNKS, StagedCycle, write_chunk
-from billing.stages.staging.export import count_rows, find_table, iter_rows, read_cycle_json
+from billing.stages.staging.export import (
+    RowError,
+    count_rows,
+    find_table,
+    iter_rows,
+    read_cycle_json,
+)
 from billing.stages.staging.spill import CUSTOMER_FIELDS, Quarantine, Spill, bucket_of
 from renderers.fonts import undrawable
 from storage.blobs import BlobStore
@@ -120,9 +126,14 @@ def _spill_table(rows, validate, file, spill: Spill, quarantine: Quarantine, val
     count = anonymous = 0
     for row, raw in rows:
         count += 1
-        if raw is None:
-            quarantine.add(Problem(file, row, "", "*", "malformed_row", "wrong number of fields"))
-            anonymous += 1
+        if isinstance(raw, RowError):
+            quarantine.add(Problem(file, row, raw.customer_id, raw.column, raw.reason, raw.detail))
+            if raw.customer_id:
+                spill.add(
+                    bucket_of(raw.customer_id, len(spill.paths)), ["Q", str(row), raw.customer_id]
+                )
+            else:
+                anonymous += 1
             continue
         value, problems = validate(row, raw)
         for problem in problems:

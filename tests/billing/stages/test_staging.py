@@ -248,3 +248,141 @@ def test_a_chunk_descriptor_staged_under_the_old_field_names_still_reads():
     ref = ChunkRef.from_dict(old)
     assert (ref.number, ref.total) == (2, 5)
     assert ChunkRef.from_dict(ref.as_dict()) == ref
+
+
+ROW_C1 = "C1,Ana,Str. A 1,Iași,Iași,700001,ro,electronic,email\n"
+ROW_C3 = "C3,Ion,Str. B 2,Cluj-Napoca,Cluj,400001,ro,paper,none\n"
+CHARGES_C1_C3 = CHARGES + "C1,Abonament,1,10,21\nC3,Abonament,1,10,21\n"
+
+
+@pytest.mark.parametrize(
+    "huge",
+    [
+        pytest.param("x" * 200_000, id="over-csv-field-limit"),
+        pytest.param('"' + "y\n" * 150_000 + '"', id="multi-line-over-csv-field-limit"),
+        pytest.param("z" * 5_000_000, id="over-the-record-bound"),
+    ],
+)
+def test_an_oversized_field_costs_only_its_row(tmp_path, huge):
+    # before: csv.Error "field larger than field limit (131072)" stopped the whole cycle
+    write_cycle(
+        tmp_path / "src" / "2026-11",
+        HEADER + ROW_C1 + f"C2,Maria,{huge},Iași,Iași,700001,ro,electronic,email\n" + ROW_C3,
+        CHARGES_C1_C3 + "C2,Abonament,1,10,21\n",
+    )
+    staging = open_store(str(tmp_path / "st"))
+    staged = stage_cycle(open_store(str(tmp_path / "src")), staging, "2026-11")
+    rows = quarantine_rows(staging)
+    assert {(r["file"], r["row"], r["customer_id"], r["column"], r["reason"]) for r in rows} == {
+        ("customers.csv", "3", "C2", "street", "too_long"),
+        ("charges.csv", "4", "C2", "customer_id", "customer_quarantined"),
+    }
+    assert all(len(r["detail"]) < 1000 for r in rows)
+    # the reader picks up again at the next record: C3 is invoiced
+    assert [c.customer_id for c, _ in read_chunk(staging, staged.chunks[0])] == ["C1", "C3"]
+    assert (staged.customers, staged.quarantined_customers) == (3, 1)
+
+
+def test_an_oversized_charge_field_costs_only_its_row(tmp_path):
+    write_cycle(
+        tmp_path / "src" / "2026-11",
+        HEADER + ROW_C1 + ROW_C3,
+        CHARGES_C1_C3 + f"C3,{'d' * 140_000},1,1,21\n",
+    )
+    staging = open_store(str(tmp_path / "st"))
+    staged = stage_cycle(open_store(str(tmp_path / "src")), staging, "2026-11")
+    found = {(r["file"], r["row"], r["column"], r["reason"]) for r in quarantine_rows(staging)}
+    assert ("charges.csv", "4", "description", "too_long") in found
+    assert ("customers.csv", "3", "*", "invalid_charges") in found
+    assert [c.customer_id for c, _ in read_chunk(staging, staged.chunks[0])] == ["C1"]
+
+
+def test_a_broken_quote_costs_only_its_record_and_names_the_line_it_starts_on(tmp_path):
+    # before: csv.Error "',' expected after '"'" stopped the cycle, naming line 3 (its end)
+    write_cycle(
+        tmp_path / "src" / "2026-11",
+        HEADER
+        + ROW_C1
+        + 'C2,"Ana\nMaria"x,Str. A 1,Iași,Iași,700001,ro,electronic,email\n'
+        + ROW_C3,
+        CHARGES_C1_C3,
+    )
+    staging = open_store(str(tmp_path / "st"))
+    staged = stage_cycle(open_store(str(tmp_path / "src")), staging, "2026-11")
+    rows = quarantine_rows(staging)
+    assert [(r["file"], r["row"], r["reason"]) for r in rows] == [
+        ("customers.csv", "3", "malformed_row")
+    ]
+    assert "lines 3-4" in rows[0]["detail"]
+    assert [c.customer_id for c, _ in read_chunk(staging, staged.chunks[0])] == ["C1", "C3"]
+
+
+def test_a_quote_left_open_is_reported_from_the_line_it_opens_on(tmp_path):
+    write_cycle(
+        tmp_path / "src" / "2026-11",
+        HEADER
+        + ROW_C1
+        + ROW_C3
+        + 'C4,"Ana,Str. A 1,Iași,Iași,700001,ro,electronic,email\n'
+        + "C5,Ion,Str. B 2,Cluj-Napoca,Cluj,400001,ro,paper,none\n",
+        CHARGES_C1_C3,
+    )
+    staging = open_store(str(tmp_path / "st"))
+    stage_cycle(open_store(str(tmp_path / "src")), staging, "2026-11")
+    rows = quarantine_rows(staging)
+    assert [(r["row"], r["reason"]) for r in rows] == [("4", "malformed_row")]
+    assert "end of the file" in rows[0]["detail"]
+
+
+def test_a_stray_quote_inside_an_unquoted_field_is_text(tmp_path):
+    write_cycle(
+        tmp_path / "src" / "2026-11",
+        HEADER + 'C1,Ana 5" Pop,Str. A 1,Iași,Iași,700001,ro,electronic,email\n' + ROW_C3,
+        CHARGES_C1_C3,
+    )
+    staging = open_store(str(tmp_path / "st"))
+    staged = stage_cycle(open_store(str(tmp_path / "src")), staging, "2026-11")
+    assert quarantine_rows(staging) == []
+    names = [c.name for c, _ in read_chunk(staging, staged.chunks[0])]
+    assert names == ['Ana 5" Pop', "Ion"]
+
+
+WINDOWS_1250_ROWS = [
+    "C1,Ştefan Popescu,Str. Mică 1,Iaşi,Iaşi,700001,ro,electronic,email",
+    "C2,Maria Tănăsescu,Bd. Independenţei 5,Bucureşti,Bucureşti,010001,ro,paper,none",
+    "C3,Gheorghe Ţîrcă,Str. Brăilei 2,Brăila,Brăila,810001,ro,electronic,sms",
+    "C4,Ana Moşneagu,Calea Moşilor 9,Braşov,Braşov,500001,ro,electronic,email",
+    "C5,Ion Ionescu,Str. A 1,Cluj-Napoca,Cluj,400001,ro,electronic,email",
+]
+
+
+def test_a_file_in_another_encoding_fails_the_stage_once_naming_the_encoding(tmp_path):
+    # before: every row with a diacritic was quarantined as invalid_encoding, \udcxx in details
+    write_cycle(
+        tmp_path / "src" / "2026-11",
+        (HEADER + "\n".join(WINDOWS_1250_ROWS) + "\n").encode("cp1250"),
+        CHARGES + "".join(f"C{i},Abonament,1,10,21\n" for i in range(1, 6)),
+    )
+    with pytest.raises(InputError, match=r"customers\.csv: not UTF-8 \(looks like Windows-1250"):
+        stage_cycle(open_store(str(tmp_path / "src")), open_store(str(tmp_path / "st")), "2026-11")
+
+
+def test_quarantine_report_cells_are_inert_in_a_spreadsheet(tmp_path):
+    write_cycle(
+        tmp_path / "src" / "2026-11",
+        HEADER
+        + ROW_C1
+        + '"=HYPERLINK(""http://x"",""y"")",Ana,Str. A 1,Iași,Iași,700001,ro,electronic,email\n'
+        + "@SUM(1),Ion,Str. B 2,Cluj-Napoca,Cluj,400001,ro,paper,none\n"
+        + "C4,Ștefan Țăran,Str. Învățătorului 2,Brașov,Brașov,500001,ro,electronic,fax\n",
+        CHARGES_C1_C3 + "+cmd|' /C calc'!A0,Abonament,1,10,21\n-2+3,Abonament,1,10,21\n",
+    )
+    staging = open_store(str(tmp_path / "st"))
+    stage_cycle(open_store(str(tmp_path / "src")), staging, "2026-11")
+    rows = quarantine_rows(staging)
+    ids = {r["customer_id"] for r in rows}
+    assert {'\'=HYPERLINK("http://x","y")', "'@SUM(1)", "'+cmd|' /C calc'!A0", "'-2+3"} <= ids
+    for r in rows:
+        assert not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in r.values()), r
+    # ordinary Romanian text goes through as it is
+    assert any(r["customer_id"] == "C4" and "'fax'" in r["detail"] for r in rows)
