@@ -12,7 +12,7 @@ from billing.domain.spreadsheet import spreadsheet_cell, spreadsheet_row
     [
         pytest.param("=1+1", "'=1+1", id="formula"),
         pytest.param("-2+3", "'-2+3", id="minus-formula"),
-        pytest.param("\r=1+1", "'\r=1+1", id="carriage-return"),
+        pytest.param("\r=1+1", "'\n=1+1", id="carriage-return"),
         pytest.param("\t=1+1", "'\t=1+1", id="tab"),
         pytest.param("-12.50", "-12.50", id="negative-amount-stays-a-number"),
         pytest.param("+3", "+3", id="signed-number"),
@@ -29,3 +29,13 @@ def test_spreadsheet_cell(value, written):
 
 def test_spreadsheet_row():
     assert spreadsheet_row(["@x", 3, "a"]) == ["'@x", 3, "a"]
+
+
+def test_a_carriage_return_inside_a_cell_cannot_end_the_row():
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(spreadsheet_row(["C1\rX", "a\r\nb", "ok"]))
+    [row] = list(csv.reader(io.StringIO(out.getvalue())))
+    assert row == ["C1\nX", "a\nb", "ok"]
