@@ -142,6 +142,12 @@ def _iter_csv(raw, file, required, known):
         try:
             header = next(reader, None)
         except csv.Error as exc:
+            if b"\r" in data and b"\n" not in data:
+                raise InputError(
+                    file,
+                    "lines end in a bare carriage return (an old Mac export): export it again "
+                    "with LF or CRLF line endings",
+                ) from None
             raise InputError(file, f"unreadable CSV header at line {first}: {exc}") from None
         break
     header = _header(header, file, required)

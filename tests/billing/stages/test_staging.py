@@ -386,3 +386,13 @@ def test_quarantine_report_cells_are_inert_in_a_spreadsheet(tmp_path):
         assert not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in r.values()), r
     # ordinary Romanian text goes through as it is
     assert any(r["customer_id"] == "C4" and "'fax'" in r["detail"] for r in rows)
+
+
+def test_a_file_with_bare_carriage_return_line_endings_fails_once_saying_so(tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(SAMPLES / "2026-10", source / "2026-10")
+    customers = source / "2026-10" / "customers.csv"
+    text = customers.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r")
+    customers.write_bytes(text)
+    with pytest.raises(InputError, match="customers.csv: lines end in a bare carriage return"):
+        stage_cycle(open_store(str(source)), open_store(str(tmp_path / "staging")), "2026-10")
