@@ -215,6 +215,19 @@ print(billing.pipeline.notify_cycle(Runtime(Settings.from_env()), sys.argv[1], s
 KILL_AT = 40
 
 
+def notify_env(settings, server) -> dict[str, str]:
+    """The environment of a notify process of its own, over `settings` and the SMTP `server`."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("INVOICES_")}
+    return env | {
+        "INVOICES_HOME": str(settings.home),
+        "INVOICES_SOURCE_URL": str(SAMPLES),
+        "INVOICES_SMTP_HOST": server.host,
+        "INVOICES_SMTP_PORT": str(server.port),
+        "INVOICES_SMTP_TLS": "none",
+        "PYTHONPATH": str(REPO),
+    }
+
+
 def test_a_notify_step_killed_half_way_sends_each_notice_once_after_the_rerun(settings_for):
     # Why one message in flight makes this exact: each result is recorded as the server
     # accepts that message, and a message accepted (250) but not yet recorded when the process
@@ -232,17 +245,7 @@ def test_a_notify_step_killed_half_way_sends_each_notice_once_after_the_rerun(se
         assert len(rows) > KILL_AT and {row.status for row in rows} == {"pending"}
         assert handler.received == []
 
-        env = {
-            name: value for name, value in os.environ.items() if not name.startswith("INVOICES_")
-        }
-        env |= {
-            "INVOICES_HOME": str(settings.home),
-            "INVOICES_SOURCE_URL": str(SAMPLES),
-            "INVOICES_SMTP_HOST": server.host,
-            "INVOICES_SMTP_PORT": str(server.port),
-            "INVOICES_SMTP_TLS": "none",
-            "PYTHONPATH": str(REPO),
-        }
+        env = notify_env(settings, server)
         victim = subprocess.Popen(
             [sys.executable, "-c", NOTIFY_ONE_AT_A_TIME, CYCLE, "run-2"],
             cwd=REPO,
@@ -320,17 +323,7 @@ def test_a_notify_step_killed_mid_batch_sends_again_only_what_was_in_flight(sett
         settings = settings_for(smtp_host=server.host, smtp_port=server.port, smtp_tls="none")
         pipeline.run_cycle(Runtime(settings), CYCLE, run_id="run-1", send_notices=False)
         rows = email_rows(settings)
-        env = {
-            name: value for name, value in os.environ.items() if not name.startswith("INVOICES_")
-        }
-        env |= {
-            "INVOICES_HOME": str(settings.home),
-            "INVOICES_SOURCE_URL": str(SAMPLES),
-            "INVOICES_SMTP_HOST": server.host,
-            "INVOICES_SMTP_PORT": str(server.port),
-            "INVOICES_SMTP_TLS": "none",
-            "PYTHONPATH": str(REPO),
-        }
+        env = notify_env(settings, server)
         victim = subprocess.Popen(
             [sys.executable, "-c", NOTIFY_DEFAULT, CYCLE, "run-2"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

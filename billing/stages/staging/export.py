@@ -245,7 +245,22 @@ def _records(raw) -> Iterator[tuple[int, int, bytes, bool, bool]]:
 def _follow_quotes(chunk: bytes, quoted: bool, record_start: bool) -> bool:
     """Whether a record is inside a quoted field after `chunk`, by csv's rules: a quote opens a
     field only at the field's start; inside, `""` is a quote and a lone one closes the field."""
-    field_start = 0 if record_start else -1
+    return _scan(chunk, quoted, 0 if record_start else -1)[0]
+
+
+def _field_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) byte offsets of each field of one record, by the same rules."""
+    _, separators = _scan(data, False, 0)
+    starts = [0, *(at + 1 for at in separators)]
+    ends = [*separators, len(data)]
+    return list(zip(starts, ends, strict=True))
+
+
+def _scan(chunk: bytes, quoted: bool, field_start: int) -> tuple[bool, list[int]]:
+    """Walk `chunk` by csv's quoting rules from state `quoted` (`field_start`: where the current
+    field began, -1 when before the chunk): whether it ends inside quotes, and the offsets of
+    the commas that separate fields."""
+    separators: list[int] = []
     skip = -1
     for match in _STRUCTURE.finditer(chunk):
         at = match.start()
@@ -253,6 +268,7 @@ def _follow_quotes(chunk: bytes, quoted: bool, record_start: bool) -> bool:
             continue
         if chunk[at] == 0x2C:  # ","
             if not quoted:
+                separators.append(at)
                 field_start = at + 1
         elif quoted:
             if chunk[at + 1 : at + 2] == b'"':
@@ -261,29 +277,7 @@ def _follow_quotes(chunk: bytes, quoted: bool, record_start: bool) -> bool:
                 quoted = False
         elif at == field_start:
             quoted = True
-    return quoted
-
-
-def _field_spans(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) byte offsets of each field of one record, by the same rules."""
-    spans, start, quoted, skip = [], 0, False, -1
-    for match in _STRUCTURE.finditer(data):
-        at = match.start()
-        if at == skip:
-            continue
-        if data[at] == 0x2C:
-            if not quoted:
-                spans.append((start, at))
-                start = at + 1
-        elif quoted:
-            if data[at + 1 : at + 2] == b'"':
-                skip = at + 1
-            else:
-                quoted = False
-        elif at == start:
-            quoted = True
-    spans.append((start, len(data)))
-    return spans
+    return quoted, separators
 
 
 def _too_long(data: bytes, header: list[str], id_column: int | None, detail: str) -> RowError:
