@@ -62,10 +62,19 @@ class Airflow:
         )  # fmt: skip
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [str(BIN / "airflow"), *args], cwd=REPO, env=self.env,
-            capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+        # The embedded setup's one SQLite file is written by the scheduler, the DAG processor
+        # and the CLI at once. A CLI transaction can still lose to the scheduler with "database
+        # is locked" despite the 60 s busy timeout (SQLite refuses at once to upgrade a stale
+        # read snapshot to a write), and it then rolls back whole: as an operator would, run it
+        # again. PostgreSQL, the production metadata database, has no such failure.
+        for attempt in range(3):
+            done = subprocess.run(
+                [str(BIN / "airflow"), *args], cwd=REPO, env=self.env,
+                capture_output=True, text=True, timeout=180,
+            )  # fmt: skip
+            if done.returncode == 0 or "database is locked" not in done.stdout + done.stderr:
+                break
+            time.sleep(2 + attempt * 3)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         return done
 
