@@ -28,13 +28,12 @@ from sqlalchemy.engine import Engine
 
 from billing.domain.errors import PermanentDeliveryError
 from billing.domain.model import IssuedInvoice, Supplier
-from billing.domain.notices import NoticeStatus
+from billing.domain.notices import CLAIMABLE, NoticeStatus
 from notifiers.base import DeliveryResult, Notifier, Outgoing
 from storage.archive import Archive
 from storage.invoice_records import load_invoices
 from storage.ledger import invoice_documents, invoices, notices
 
-SENDABLE = ("pending", "sending", "failed-retryable")
 DEFAULT_LEASE = timedelta(minutes=10)  # how long a notify run may hold a notice it is sending
 
 
@@ -107,7 +106,7 @@ def notify_invoices(
         .where(
             notices.c.cycle_id == cycle_id,
             notices.c.channel == channel.name,
-            notices.c.status.in_(SENDABLE),
+            notices.c.status.in_(CLAIMABLE),
             invoices.c.customer_id.in_(customer_ids),
         )
         .order_by(notices.c.key)
@@ -202,14 +201,16 @@ def _claim(engine: Engine, keys: list[str], token: str, lease: timedelta) -> set
     have been delivered, and is sent again with the same key). One UPDATE decides, so two runs
     at once never both hold a notice."""
     now = datetime.now(UTC)
-    free = notices.c.status.in_(("pending", "failed-retryable"))
-    abandoned = sa.and_(notices.c.status == "sending", notices.c.updated_at < now - lease)
+    free = notices.c.status.in_((NoticeStatus.PENDING, NoticeStatus.FAILED_RETRYABLE))
+    abandoned = sa.and_(
+        notices.c.status == NoticeStatus.SENDING, notices.c.updated_at < now - lease
+    )
     with engine.begin() as conn:
         conn.execute(
             notices.update()
             .where(notices.c.key.in_(keys), sa.or_(free, abandoned))
             .values(
-                status="sending", claim_token=token, attempts=notices.c.attempts + 1,
+                status=NoticeStatus.SENDING, claim_token=token, attempts=notices.c.attempts + 1,
                 updated_at=now,
             )
         )  # fmt: skip
@@ -217,7 +218,7 @@ def _claim(engine: Engine, keys: list[str], token: str, lease: timedelta) -> set
             conn.execute(
                 sa.select(notices.c.key).where(
                     notices.c.key.in_(keys), notices.c.claim_token == token,
-                    notices.c.status == "sending",
+                    notices.c.status == NoticeStatus.SENDING,
                 )
             ).scalars()
         )  # fmt: skip
@@ -238,7 +239,7 @@ def _record(engine: Engine, results: list[DeliveryResult], run_id: str, token: s
                 )
             )  # fmt: skip
     return NotifyResult(
-        sent=sum(r.status == "sent" for r in results),
-        failed=sum(r.status == "failed-permanent" for r in results),
-        pending=sum(r.status == "failed-retryable" for r in results),
+        sent=sum(r.status == NoticeStatus.SENT for r in results),
+        failed=sum(r.status == NoticeStatus.FAILED_PERMANENT for r in results),
+        pending=sum(r.status == NoticeStatus.FAILED_RETRYABLE for r in results),
     )
