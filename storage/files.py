@@ -23,26 +23,10 @@ def clean_key(key: str) -> str:
     return "/".join(parts)
 
 
-def write_temp_beside(path: Path, data: bytes, mode: int | None = None) -> str:
-    """Write `data` to a new temporary file in `path`'s folder, flushed to disk (so a rename or
-    link of it is atomic and durable); returns its name. The caller renames or removes it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp
-
-
 @contextlib.contextmanager
-def locked_temp_file(folder: Path, data: bytes, mode: int | None = None) -> Iterator[str]:
+def locked_temp_file(
+    folder: Path, data: bytes, mode: int | None = None, prefix: str = "put."
+) -> Iterator[str]:
     """A new file in `folder` holding `data`, flushed to disk, for the caller to link or rename
     into place (on the same filesystem, so that is atomic); removed when the block ends.
 
@@ -51,7 +35,7 @@ def locked_temp_file(folder: Path, data: bytes, mode: int | None = None) -> Iter
     dies, which is what marks a leftover.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="put.")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix)
     with os.fdopen(fd, "wb") as out:
         try:
             fcntl.flock(out.fileno(), fcntl.LOCK_EX)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from storage.files import clean_key, write_temp_beside
+from storage.files import clean_key, locked_temp_file
 
 
 class LocalStore:
@@ -42,13 +42,9 @@ class LocalStore:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self.path(key)
-        tmp = write_temp_beside(path, data)
-        try:
+        # beside its key (a hidden name, which `list` leaves out), then renamed into place
+        with locked_temp_file(path.parent, data, prefix=f".{path.name}.") as tmp:
             os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
