@@ -197,20 +197,16 @@ def _finish_bucket(customer_spill, charge_spill, bucket, customers_file, charges
             bad_charges[record[2]].append(int(record[1]))
         else:
             charges[record[1]].append(record[1:])
+
+    def reject(cid: str, reason: str, detail: str) -> None:
+        """Quarantine a valid customer for its charges, at the customer's first row."""
+        quarantine.add(Problem(customers_file, rows_of[cid][0], cid, "*", reason, detail))
+        rejected.add(cid)
+
     for cid in bad_charges:
         if cid in valid and cid not in rejected:
-            rows = bad_charges[cid]
-            quarantine.add(
-                Problem(
-                    customers_file,
-                    rows_of[cid][0],
-                    cid,
-                    "*",
-                    "invalid_charges",
-                    f"invalid charge row(s) {', '.join(map(str, rows))} in {charges_file}",
-                )
-            )
-            rejected.add(cid)
+            rows = ", ".join(map(str, bad_charges[cid]))
+            reject(cid, "invalid_charges", f"invalid charge row(s) {rows} in {charges_file}")
     for cid, items in charges.items():
         if cid not in rows_of:
             reason, detail = "unknown_customer", f"no customer {cid!r} in {customers_file}"
@@ -222,17 +218,7 @@ def _finish_bucket(customer_spill, charge_spill, bucket, customers_file, charges
             quarantine.add(Problem(charges_file, int(item[1]), cid, "customer_id", reason, detail))
     for cid in valid:
         if cid not in rejected and cid not in charges:
-            quarantine.add(
-                Problem(
-                    customers_file,
-                    rows_of[cid][0],
-                    cid,
-                    "*",
-                    "no_charges",
-                    f"no charge for this customer in {charges_file}",
-                )
-            )
-            rejected.add(cid)
+            reject(cid, "no_charges", f"no charge for this customer in {charges_file}")
     for cid in rejected:
         quarantine.quarantine_customer(cid)
     kept = sorted((v for cid, v in valid.items() if cid not in rejected), key=lambda v: v[0])
