@@ -48,6 +48,17 @@ class Settings:
     link_expiry_seconds: int = 900
     notify_lease_seconds: int = 600
     mail_link_url: str = ""  # set: e-mails link to this self-service page instead of attaching
+    # The self-service page (contract 6) and its phone-channel API.
+    portal_url: str = ""  # the page's public address, in SMS notices; empty: none
+    portal_secret: str = field(default="", repr=False)  # empty: a random key under `home`
+    portal_api_secret: str = field(default="", repr=False)  # empty: the phone API is closed
+    otp_ttl_seconds: int = 900
+    session_idle_seconds: int = 900
+    session_max_seconds: int = 7200
+    codes_per_phone: int = 5  # code requests per number per hour
+    codes_per_client: int = 30  # code requests per client address per hour
+    code_checks_per_client: int = 60  # code entries per client address per hour
+    redis_url: str = ""  # set: rate-limit counters in Redis instead of the ledger database
     # A ready boto3 S3 client (e.g. from an Airflow AWS connection); None: boto3's own settings.
     s3_client: object = field(default=None, repr=False, compare=False)
     # A ready boto3 SNS client (e.g. from an Airflow AWS connection), used when sms_transport is
@@ -84,6 +95,22 @@ class Settings:
                 f"INVOICES_MAIL_LINK_URL must be the http(s) address of the self-service page, "
                 f"not {link_url!r}"
             )
+        portal_url = get("INVOICES_PORTAL_URL")
+        if portal_url and urlsplit(portal_url).scheme not in ("https", "http"):
+            raise ConfigurationError(
+                f"INVOICES_PORTAL_URL must be the http(s) address of the self-service page, "
+                f"not {portal_url!r}"
+            )
+        secret = env.get("INVOICES_PORTAL_SECRET", "")
+        if secret and len(secret.encode()) < 32:
+            raise ConfigurationError("INVOICES_PORTAL_SECRET must hold at least 32 bytes")
+        api_secret = env.get("INVOICES_PORTAL_API_SECRET", "")
+        if api_secret and len(api_secret.encode()) < 32:
+            raise ConfigurationError("INVOICES_PORTAL_API_SECRET must hold at least 32 bytes")
+
+        def whole(name: str, default: int, minimum: int = 1) -> int:
+            return _positive_int(get(name, str(default)), name, minimum)
+
         return cls(
             home=home,
             ledger_url=get("INVOICES_LEDGER_URL", f"sqlite:///{home / 'ledger.db'}"),
@@ -114,6 +141,16 @@ class Settings:
                 get("INVOICES_NOTIFY_LEASE_SECONDS", "600"), "INVOICES_NOTIFY_LEASE_SECONDS", 0
             ),
             mail_link_url=link_url,
+            portal_url=portal_url,
+            portal_secret=secret,
+            portal_api_secret=api_secret,
+            otp_ttl_seconds=whole("INVOICES_OTP_TTL_SECONDS", 900, 60),
+            session_idle_seconds=whole("INVOICES_SESSION_IDLE_SECONDS", 900, 60),
+            session_max_seconds=whole("INVOICES_SESSION_MAX_SECONDS", 7200, 60),
+            codes_per_phone=whole("INVOICES_CODES_PER_PHONE", 5),
+            codes_per_client=whole("INVOICES_CODES_PER_CLIENT", 30),
+            code_checks_per_client=whole("INVOICES_CODE_CHECKS_PER_CLIENT", 60),
+            redis_url=get("INVOICES_REDIS_URL"),
             supplier_file=Path(
                 get("INVOICES_SUPPLIER_FILE", str(CHECKOUT / "renderers" / "supplier.json"))
             ),

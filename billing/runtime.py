@@ -9,7 +9,8 @@
               ├── archive         the write-once archive (local folder or S3)
               ├── supplier        the issuer printed on every invoice
               ├── renderer        the PDF renderer and its template version
-              └── email / sms     the notifiers the settings select
+              ├── email / sms     the notifiers the settings select
+              └── portal keys, codes, sessions, limiter   the customer's side (billing.accounts)
 
 Each is built when first used, then kept: a task that only stages never opens SMTP. The
 orchestrators (`billing.pipeline` called by the DAGs and the CLI) make one Runtime per process and
@@ -141,4 +142,54 @@ class Runtime:
             return SmsNotifier(transport, s.sms_rate if s.sms_rate is not None else math.inf)
         raise ConfigurationError(
             f"INVOICES_SMS_TRANSPORT must be file or sns, not {s.sms_transport!r}"
+        )
+
+    # The customer's side: the self-service page and its phone-channel API.
+
+    @cached_property
+    def portal_keys(self):
+        """The page's keys, derived from INVOICES_PORTAL_SECRET or, in the embedded setup, from
+        a random key made once under INVOICES_HOME (`portal.key`, readable by its owner only)."""
+        from billing.accounts.keys import Keys
+
+        if self.settings.portal_secret:
+            return Keys(self.settings.portal_secret.encode())
+        from storage.files import read_or_create_secret
+
+        return Keys(read_or_create_secret(self.settings.home / "portal.key"))
+
+    @cached_property
+    def api_keys(self):
+        """The phone-channel API's shared secret (INVOICES_PORTAL_API_SECRET), or None: closed."""
+        from billing.accounts.keys import Keys
+
+        secret = self.settings.portal_api_secret
+        return Keys(secret.encode()) if secret else None
+
+    @cached_property
+    def limiter(self):
+        """Rate-limit counters: in Redis when INVOICES_REDIS_URL is set, else in the ledger."""
+        from billing.accounts.limits import LedgerLimiter, RedisLimiter
+
+        if self.settings.redis_url:
+            import redis
+
+            return RedisLimiter(redis.Redis.from_url(self.settings.redis_url))
+        return LedgerLimiter(self.ledger)
+
+    @cached_property
+    def codes(self):
+        from billing.accounts.codes import Codes
+
+        return Codes(
+            self.ledger, self.portal_keys, self.supplier.name, self.settings.otp_ttl_seconds
+        )
+
+    @cached_property
+    def sessions(self):
+        from billing.accounts.sessions import Sessions
+
+        s = self.settings
+        return Sessions(
+            self.ledger, self.portal_keys, s.session_idle_seconds, s.session_max_seconds
         )

@@ -83,3 +83,26 @@ def remove_abandoned(folder: Path, older_than: float = ABANDONED_AFTER_SECONDS) 
         finally:
             os.close(fd)
     return removed
+
+
+def read_or_create_secret(path: Path, size: int = 32) -> bytes:
+    """The random key kept in `path`, made (readable by its owner only) by whichever process
+    comes first; every later reader, in any process, gets the same bytes."""
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the first process may still be writing it
+            key = path.read_bytes()
+            if len(key) >= size:
+                return key
+            time.sleep(0.02)
+        raise ValueError(
+            f"{path} holds fewer than {size} bytes: remove it to make a new key"
+        ) from None
+    with os.fdopen(fd, "wb") as file:
+        key = secrets.token_bytes(size)
+        file.write(key)
+    return key

@@ -122,6 +122,7 @@ invoices = sa.Table(
     sa.UniqueConstraint("series", "seq", name="uq_invoices_series_seq"),
     sa.UniqueConstraint("cycle_id", "customer_id", name="uq_invoices_cycle_customer"),
     sa.Index("ix_invoices_customer_issue", "customer_id", "issue_date"),
+    sa.Index("ix_invoices_phone", "phone"),  # the self-service page finds customers by phone
 )
 
 invoice_vat = sa.Table(
@@ -212,6 +213,94 @@ runs = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("report", sa.Text),
+)
+
+# The customer's side (billing.accounts, the self-service page and its phone channels).
+
+# Preference changes customers made (web page, 411 line, *100# menu, SMS), newest last. Each row
+# holds the whole preference after the change. The newest open change of a customer overrides
+# the billing export at issuing until an export reflects it (see storage.preferences).
+preference_changes = sa.Table(
+    "preference_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(8), nullable=False),  # web, ivr, ussd, sms
+    sa.Column("delivery", sa.String(16), nullable=False),
+    sa.Column("notify", sa.String(8), nullable=False),
+    sa.Column("paper_street", sa.Text, nullable=False),
+    sa.Column("paper_city", sa.Text, nullable=False),
+    sa.Column("paper_county", sa.Text, nullable=False),
+    sa.Column("paper_postal_code", sa.String(10), nullable=False),
+    # open (not yet seen by a cycle), applied (a cycle used it over the export), reflected (an
+    # export carried it: no longer applied), superseded (a newer change replaced it)
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("cycle_id", sa.String(32)),  # the cycle that applied it first, or reflected it
+    sa.Column("settled_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_preference_changes_customer", "customer_id", "state"),
+    sa.Index("ix_preference_changes_changed_at", "changed_at"),
+)
+
+# One-time code challenges. `id` is the sha256 of the opaque token held by the browser (or of a
+# random token for a code asked by SMS); the code itself is kept only as a keyed hash.
+otp_challenges = sa.Table(
+    "otp_challenges",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("phone", sa.String(16), nullable=False),  # E.164
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("origin", sa.String(8), nullable=False),  # web, sms
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("failed_attempts", sa.Integer, nullable=False),
+    sa.Column("used_at", sa.DateTime(timezone=True)),
+    sa.Column("voided_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_otp_challenges_phone", "phone", "created_at"),
+)
+
+# Page sessions: `id` is the sha256 of the session token in the signed cookie, so a copy of the
+# database grants no session.
+portal_sessions = sa.Table(
+    "portal_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("phone", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+# Fixed-window counters of the rate limits (per phone number, per client address), shared by
+# every page worker; `bucket` is a keyed hash, never the number or the address itself.
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("bucket", sa.String(96), primary_key=True),
+    sa.Column("hits", sa.Integer, nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_rate_limits_window_end", "window_end"),
+)
+
+# Phone-channel API calls: the answer given to each caller request id (a retry gets the same
+# answer and changes nothing twice), and the signatures seen (a replayed call is refused).
+api_requests = sa.Table(
+    "api_requests",
+    metadata,
+    sa.Column("caller", sa.String(8), primary_key=True),
+    sa.Column("request_id", sa.String(100), primary_key=True),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    sa.Column("response", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+api_signatures = sa.Table(
+    "api_signatures",
+    metadata,
+    sa.Column("signature", sa.String(64), primary_key=True),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 _engines: dict[str, Engine] = {}

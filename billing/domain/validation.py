@@ -383,6 +383,28 @@ class CustomerValidator:
         )  # fmt: skip
 
 
+def check_paper_address(fields: dict[str, str]) -> tuple[Address | None, list[Problem]]:
+    """A mailing address a customer typed (keys `paper_street`, `paper_city`, `paper_county`,
+    `paper_postal_code`), validated as contract 1 validates the export's paper address: the
+    address, or None and the problems (file "form", row 0), one per field."""
+    get = {f"paper_{k}": normalize_text(fields.get(f"paper_{k}") or "") for k in _PAPER_PARTS}
+    problems: list[Problem] = []
+
+    def problem(column: str, reason: str, detail: str = "") -> None:
+        problems.append(Problem("form", 0, "", column, reason, detail))
+
+    for column, value in get.items():
+        if not value and column != "paper_county":
+            problem(column, "missing", f"{column} is empty")
+        elif found := text_problem(value, TEXT_LIMITS.get(column, 100)):
+            problem(column, *found)
+    address = CustomerValidator._address(get, "paper_", "RO", problem)
+    return (None, problems) if problems else (address, [])
+
+
+_PAPER_PARTS = ("street", "city", "county", "postal_code")
+
+
 class ChargeValidator:
     """Validates charges.* rows of one file against the cycle's period and VAT rates;
     `undrawable` is the invoice font's check."""

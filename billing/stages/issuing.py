@@ -7,6 +7,10 @@ sequence is never used: PostgreSQL does not roll `nextval` back, which would lea
 
 Issuing is idempotent: a customer already invoiced for the cycle keeps its invoice, untouched,
 and consumes no number. An issued invoice is never modified.
+
+A preference the customer changed on the self-service page (or by phone) after the export was
+made overrides the export's delivery, notices and mailing address, in the same transaction
+(storage.preferences).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from billing.domain.notices import NoticeStatus
 from billing.domain.routing import recipient, route
 from storage.invoice_records import customer_snapshot
 from storage.ledger import cycles, invoice_lines, invoice_vat, invoices, notices, series_counters
+from storage.preferences import settle_overrides
 
 NUMBER_DIGITS = 8
 
@@ -115,6 +120,9 @@ def _issue_batch(engine, cycle: Cycle, batch, run_id: str) -> IssueResult:
         if not fresh:
             return IssueResult(existing=len(batch))
         now = datetime.now(UTC)
+        # a preference the customer changed since the export was made shapes this invoice
+        settled = settle_overrides(conn, [c for c, _ in fresh], cycle.cycle_id, now)
+        fresh = [(c, charges) for c, (_, charges) in zip(settled, fresh, strict=True)]
         rows, vat_rows, line_rows, notice_rows = [], [], [], []
         for offset, (customer, charges) in enumerate(fresh, start=1):
             number = format_number(cycle.series, last + offset)
