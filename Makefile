@@ -37,7 +37,16 @@ AIRFLOW_LOG_LEVEL ?= INFO
 SMTP_POOL_SLOTS ?= 2
 SMS_POOL_SLOTS ?= 1
 
-.PHONY: install airflow-db pools run airflow airflow-stop test lint bench constraints clean
+# `make portal`: the self-service page (contract 6). Workers share codes, sessions and rate limits
+# through the ledger database (or Redis, INVOICES_REDIS_URL). Behind the operator's proxy, set
+# PORTAL_FORWARDED_ALLOW_IPS to the proxy's address so client addresses (rate limits) and the
+# scheme (Secure cookies) come from its X-Forwarded-* headers.
+PORTAL_PORT ?= 8000
+PORTAL_HOST ?= 127.0.0.1
+PORTAL_WORKERS ?= 2
+PORTAL_FORWARDED_ALLOW_IPS ?= 127.0.0.1
+
+.PHONY: install airflow-db pools run airflow airflow-stop portal test lint bench constraints clean
 
 install: $(VENV)/.installed
 
@@ -117,6 +126,13 @@ airflow-stop:
 	for i in $$(seq 1 30); do pgrep -s "$$session" > /dev/null || break; sleep 1; done; \
 	pkill -KILL -s "$$session"; \
 	rm -f "$(AIRFLOW_PID)"; echo "Airflow stopped (session $$session)"
+
+portal: install
+	@mkdir -p "$(INVOICES_HOME)"
+	@echo "self-service page on http://$(PORTAL_HOST):$(PORTAL_PORT) over $(INVOICES_HOME) ($(PORTAL_WORKERS) workers; Ctrl-C stops it)"
+	@$(BIN)/uvicorn portal.app:create_app --factory --host $(PORTAL_HOST) --port $(PORTAL_PORT) \
+		--workers $(PORTAL_WORKERS) --proxy-headers --forwarded-allow-ips "$(PORTAL_FORWARDED_ALLOW_IPS)" \
+		--no-access-log --log-config portal/logging.json
 
 test: install
 	$(BIN)/pytest

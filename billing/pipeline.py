@@ -202,11 +202,12 @@ def download_archive(
     return audit.download_cycle(runtime.ledger, runtime.archive, cycle_id, to, progress=progress)
 
 
-def last_invoices(runtime: Runtime, customer_id: str) -> list[dict]:
-    """The customer's last six invoices, newest first, with links (`invoices view --json`)."""
+def last_invoices(runtime: Runtime, customer_id: str, periods: bool = False) -> list[dict]:
+    """The customer's last six invoices, newest first, with links (`invoices view --json`);
+    with `periods`, each with its billed period too (the self-service page)."""
     return view.last_invoices(
         runtime.ledger, runtime.archive, customer_id,
-        expires_in=runtime.settings.link_expiry_seconds,
+        expires_in=runtime.settings.link_expiry_seconds, periods=periods,
     )  # fmt: skip
 
 

@@ -116,6 +116,16 @@ class Codes:
         )
         return CodeRequest(token, message)
 
+    def pending_phone(self, token: str, now: datetime) -> str | None:
+        """The number of the challenge `token` names while its code can still be entered."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(otp_challenges).where(otp_challenges.c.id == token_id(token))
+            ).first()
+        if row is None or row.used_at is not None or row.voided_at is not None:
+            return None
+        return row.phone if now < aware(row.expires_at, now) else None
+
     def verify(self, token: str, code: str, now: datetime) -> Verdict:
         """Check `code` against the challenge the browser holds `token` of."""
         with self.engine.begin() as conn:
