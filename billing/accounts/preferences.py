@@ -12,10 +12,11 @@ Refused, with the field and the reason:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from billing.domain.model import Customer, customer_to_row
 from billing.domain.preferences import DELIVERIES, NOTIFY_CHOICES, SOURCES, Preference
@@ -51,13 +52,15 @@ def change_preference(
     delivery: str | None = None,
     notify: str | None = None,
     address: Mapping[str, str] | None = None,
+    conn: Connection | None = None,
 ) -> Outcome:
     """Set the customer's delivery and/or notices (None keeps the current one); `address`
     (paper_street, paper_city, paper_county, paper_postal_code) is the mailing address typed on
-    the page, None for a phone channel."""
+    the page, None for a phone channel. With `conn`, the change is made in the caller's open
+    transaction (so it commits with whatever else the caller records), else in one of its own."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-    with engine.begin() as conn:
+    with engine.begin() if conn is None else nullcontext(conn) as conn:
         found = standing(conn, customer_id)
         if found is None:
             return Outcome(False, refusals=(Refusal("customer", "no_customer"),))
