@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from billing.accounts.clock import Clock, system_clock
 from billing.config import Settings
 from billing.runtime import Runtime
-from portal import pages, security
+from portal import api, pages, security
 from portal.i18n import translate
 
 log = logging.getLogger("portal.access")
@@ -52,7 +52,7 @@ def create_app(
     app.state.deliveries = set()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
-    _include_api(app)
+    app.include_router(api.router)
 
     @app.middleware("http")
     async def headers_and_access_log(request: Request, call_next):
@@ -97,12 +97,3 @@ def create_app(
         return HTMLResponse(translate("ro", "not_found"), status_code=404)
 
     return app
-
-
-def _include_api(app: FastAPI) -> None:
-    """The phone channels' API (portal.api), when that module is part of this build."""
-    try:
-        from portal import api
-    except ImportError:
-        return
-    app.include_router(api.router)
