@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -33,6 +34,9 @@ class Answer:
     outcome: str = field(default="", compare=False)  # a word for the log
     headers: dict = field(default_factory=dict, compare=False)  # e.g. Retry-After; never kept
 
+
+# How long a request id's answer is kept: far longer than any caller retries a request.
+KEEP_ANSWERS = timedelta(days=30)
 
 REUSED = Answer(409, {"error": "request_id_reused"}, outcome="request_id_reused")
 
@@ -107,6 +111,8 @@ def _kept(conn: Connection, caller: str, request_id: str, digest: str) -> Answer
 def _record(
     conn: Connection, caller: str, request_id: str, digest: str, answer: Answer, now: datetime
 ) -> None:
+    if secrets.randbelow(64) == 0:  # now and then, forget answers older than any retry
+        conn.execute(api_requests.delete().where(api_requests.c.created_at < now - KEEP_ANSWERS))
     conn.execute(
         api_requests.insert().values(
             caller=caller, request_id=request_id, body_sha256=digest,

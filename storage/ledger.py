@@ -257,6 +257,7 @@ otp_challenges = sa.Table(
     sa.Column("used_at", sa.DateTime(timezone=True)),
     sa.Column("voided_at", sa.DateTime(timezone=True)),
     sa.Index("ix_otp_challenges_phone", "phone", "created_at"),
+    sa.Index("ix_otp_challenges_expires_at", "expires_at"),
 )
 
 # Page sessions: `id` is the sha256 of the session token in the signed cookie, so a copy of the
@@ -270,6 +271,7 @@ portal_sessions = sa.Table(
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_portal_sessions_expires_at", "expires_at"),
 )
 
 # Fixed-window counters of the rate limits (per phone number, per client address), shared by
@@ -294,6 +296,7 @@ api_requests = sa.Table(
     sa.Column("status_code", sa.Integer, nullable=False),
     sa.Column("response", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_api_requests_created_at", "created_at"),
 )
 
 api_signatures = sa.Table(

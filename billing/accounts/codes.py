@@ -34,6 +34,7 @@ from storage.customers import customers_by_phone, standing
 from storage.ledger import otp_challenges
 
 CODE_DIGITS = 6
+_KEEP = timedelta(days=1)  # an ended challenge is kept this long (for an incident's questions)
 MAX_FAILURES = 5
 ORIGINS = ("web", "sms")
 
@@ -105,6 +106,10 @@ class Codes:
                     failed_attempts=0,
                 )
             )  # fmt: skip
+            if secrets.randbelow(64) == 0:  # now and then, forget challenges long over
+                conn.execute(
+                    otp_challenges.delete().where(otp_challenges.c.expires_at < now - _KEEP)
+                )
             language = self._language(conn, phone)
         if language is None or not is_mobile(phone):
             return CodeRequest(token, None)

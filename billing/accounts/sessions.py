@@ -24,6 +24,7 @@ from storage.ledger import portal_sessions
 # A request refreshes `last_seen_at` only when the stored one is older than this: the idle
 # timeout stays exact to a minute without one write per page view.
 _TOUCH_EVERY = timedelta(seconds=60)
+_KEEP = timedelta(days=1)  # an ended session's row is kept this long
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class Sessions:
         """A new session for `phone`; returns the cookie value."""
         token = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
+            if secrets.randbelow(64) == 0:  # now and then, forget sessions long over
+                conn.execute(
+                    portal_sessions.delete().where(portal_sessions.c.expires_at < now - _KEEP)
+                )
             conn.execute(
                 portal_sessions.insert().values(
                     id=token_id(token), phone=phone, created_at=now, last_seen_at=now,

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("voided_at", sa.DateTime(timezone=True)),
     )
     op.create_index("ix_otp_challenges_phone", "otp_challenges", ["phone", "created_at"])
+    op.create_index("ix_otp_challenges_expires_at", "otp_challenges", ["expires_at"])
     op.create_table(
         "portal_sessions",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -58,6 +59,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True)),
     )
+    op.create_index("ix_portal_sessions_expires_at", "portal_sessions", ["expires_at"])
     op.create_table(
         "rate_limits",
         sa.Column("bucket", sa.String(96), primary_key=True),
@@ -74,6 +76,7 @@ def upgrade() -> None:
         sa.Column("response", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_index("ix_api_requests_created_at", "api_requests", ["created_at"])
     op.create_table(
         "api_signatures",
         sa.Column("signature", sa.String(64), primary_key=True),
