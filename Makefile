@@ -46,7 +46,7 @@ PORTAL_HOST ?= 127.0.0.1
 PORTAL_WORKERS ?= 2
 PORTAL_FORWARDED_ALLOW_IPS ?= 127.0.0.1
 
-.PHONY: install airflow-db pools run airflow airflow-stop portal test lint bench constraints clean
+.PHONY: install browser airflow-db pools run airflow airflow-stop portal test lint bench constraints clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,22 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev]'
 	touch $@
+
+# Debian's Chromium for the browser tests of the self-service page: Playwright drives it, since
+# Playwright's own browser download cannot reach its host from our machines. The package lists a
+# machine has are usually enough, so apt-get update runs only when the install fails without it.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		[ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null \
+			|| { echo "the browser tests need $(CHROMIUM): run make browser as root, or apt-get install chromium"; exit 1; }; \
+		mkdir -p "$(INVOICES_HOME)"; log="$(INVOICES_HOME)/chromium-install.log"; \
+		echo "installing Debian's chromium for the browser tests (log: $$log)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > "$$log" 2>&1 \
+			|| { apt-get update -qq >> "$$log" 2>&1 \
+				&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >> "$$log" 2>&1; } \
+			|| { tail -n 20 "$$log"; echo "apt-get could not install chromium"; exit 1; }; \
+		test -x $(CHROMIUM) || { echo "chromium was installed but $(CHROMIUM) is missing"; exit 1; }; }
 
 # Airflow's own database (SQLite under $(AIRFLOW_HOME) unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN).
 airflow-db: install
@@ -134,7 +150,7 @@ portal: install
 		--workers $(PORTAL_WORKERS) --proxy-headers --forwarded-allow-ips "$(PORTAL_FORWARDED_ALLOW_IPS)" \
 		--no-access-log --log-config portal/logging.json
 
-test: install
+test: install browser
 	$(BIN)/pytest
 
 # Style, and the house plan: import-linter's contracts in pyproject.toml fail on any import that

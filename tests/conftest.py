@@ -13,6 +13,9 @@ import sqlalchemy as sa
 from billing.config import Settings
 from tests.support.paths import SAMPLES
 
+# Fixtures for the browser tests (one Chromium per session, a phone-sized page per test).
+pytest_plugins = ["tests.support.browser_fixtures"]
+
 # The machine's PostgreSQL (trust auth). CI requires it: a missing server fails, never skips.
 PG_ADMIN_URL = os.environ.get(
     "INVOICES_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
