@@ -253,8 +253,11 @@ async def check_sms_code(request: Request):
 
 
 async def _sign_in(v: Visit, verdict: Verdict) -> Response:
-    """A new session (a new id at every login), the challenge cookie gone."""
-    cookie = await run_in_threadpool(v.runtime.sessions.open, verdict.phone, v.now)
+    """A new session (a new id at every login), the challenge cookie gone. A session the
+    browser still held ends here: its cookie is being replaced, so no one should still hold it."""
+    sessions = v.runtime.sessions
+    await run_in_threadpool(sessions.close, v.request.cookies.get(security.SESSION_COOKIE), v.now)
+    cookie = await run_in_threadpool(sessions.open, verdict.phone, v.now)
     v.cookies.append((security.SESSION_COOKIE, cookie, None))
     v.cookies.append((security.CHALLENGE_COOKIE, None, None))
     log.info("signed in")

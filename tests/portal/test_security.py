@@ -447,6 +447,26 @@ def test_each_login_gets_a_new_session(portal_sample, visitor):
     assert signed_in(laptop)
 
 
+def test_signing_in_again_ends_the_session_the_browser_held(portal_sample, visitor):
+    """A login from a browser that still holds a live session (the phone form left open in
+    another tab) replaces that session: the old cookie, copied before, opens nothing."""
+    phone = portal_sample.phone
+    laptop, mobile = visitor(), visitor()
+    laptop.get("/")
+    old_tab = laptop.token
+    first = laptop.sign_in(phone)
+    mobile.sign_in(phone)
+
+    laptop.token = old_tab
+    again = laptop.sign_in(phone)
+    assert again.split(".")[0] != first.split(".")[0]
+    assert signed_in(laptop)
+    stale = visitor()
+    stale.set_cookie("portal_session", first)
+    assert not signed_in(stale)
+    assert signed_in(mobile), "another device's session is not this browser's to end"
+
+
 # --- forms no other site can post ------------------------------------------------------------
 
 
