@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
@@ -293,8 +294,18 @@ def _within_limits(limiter, now, *buckets) -> bool:
 
 def _client(request: Request) -> str:
     """The client's address as uvicorn gives it (behind the operator's proxy, --proxy-headers
-    with --forwarded-allow-ips makes this the customer's address, not the proxy's)."""
-    return request.client.host if request.client else "unknown"
+    with --forwarded-allow-ips makes this the customer's address, not the proxy's). An IPv6
+    client counts as its /64: one home gets a whole /64 and could take a new address each time."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6 and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def _deliver(app, runtime: Runtime, message) -> None:

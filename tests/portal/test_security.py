@@ -237,6 +237,18 @@ def test_forwarded_for_from_an_untrusted_peer_is_ignored(server):
     assert sorted(statuses) == [200] * PER_CLIENT + [CODE_REQUEST_REFUSED] * (BURST - PER_CLIENT)
 
 
+def test_one_ipv6_network_is_one_client(server):
+    """A client on IPv6 holds a whole /64 (what an ISP hands a home): new addresses from it,
+    each asking for another number, share one client's limit."""
+    requests = [
+        {"phone": f"+407990005{i:02d}", "forwarded_for": f"2001:db8:5:6::{i + 1:x}"}
+        for i in range(BURST)
+    ]
+    statuses, _ = burst(server, requests)
+    assert sorted(statuses) == [200] * PER_CLIENT + [CODE_REQUEST_REFUSED] * (BURST - PER_CLIENT)
+    assert ask_server(server, "+40799000599", "2001:db8:5:7::1") == 200  # another network
+
+
 @pytest.mark.parametrize(
     "peer, secure", [("127.0.0.1", True), ("127.0.0.2", False)], ids=["trusted-proxy", "untrusted"]
 )
