@@ -199,9 +199,12 @@ def _clear_of_the_hour() -> None:
 
 def test_codes_per_phone_hold_across_two_workers(server, portal_sample):
     """Twelve requests at once for one number, each from another client address (behind the
-    trusted proxy): exactly three are answered, across both workers; the next is refused."""
+    trusted proxy) and the number written in turn as a customer may write it: exactly three
+    are answered, across both workers; the next is refused."""
+    rest = portal_sample.other_phone[3:]
+    forms = [f"+40{rest}", f"0{rest}", f"+40 {rest[:3]} {rest[3:6]} {rest[6:]}", f"0040{rest}"]
     requests = [
-        {"phone": portal_sample.other_phone, "forwarded_for": f"203.0.113.{i}"}
+        {"phone": forms[i % len(forms)], "forwarded_for": f"203.0.113.{i}"}
         for i in range(1, BURST + 1)
     ]
     statuses, pids = burst(server, requests)
