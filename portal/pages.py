@@ -287,9 +287,10 @@ async def _checks_allowed(v: Visit, request: Request, phone: str = "") -> bool:
 
 
 def _within_limits(limiter, now, *buckets) -> bool:
-    """Count a hit in every bucket (so a refused request still counts); True when all allow."""
-    results = [limiter.hit(bucket, limit, now) for bucket, limit in buckets]
-    return all(results)
+    """Count a hit in each bucket in turn (the client's first), up to the first that refuses:
+    a refused request still counts for its client, but a client already refused does not use
+    up the numbers it asks for, or it could keep any customer from a code. True when all allow."""
+    return all(limiter.hit(bucket, limit, now) for bucket, limit in buckets)
 
 
 def _client(request: Request) -> str:

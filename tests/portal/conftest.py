@@ -280,15 +280,21 @@ def _cookie_domain(client: httpx.Client) -> str:
 
 @pytest.fixture
 def visitor(portal_runtime, clock, outbox):
-    """`visitor(runtime=None, answer_seconds=0.0, base_url=BASE_URL)`: a new visitor of a page
-    over the test's runtime and clock (answers at once unless `answer_seconds`)."""
+    """`visitor(runtime=None, answer_seconds=0.0, base_url=BASE_URL, address="testclient")`: a
+    new visitor of a page over the test's runtime and clock (answers at once unless
+    `answer_seconds`), coming from `address` (what the page takes for the client's address)."""
     from portal.app import create_app
 
     stack = []
 
-    def make(runtime=None, answer_seconds: float = 0.0, base_url: str = BASE_URL) -> Visitor:
+    def make(
+        runtime=None,
+        answer_seconds: float = 0.0,
+        base_url: str = BASE_URL,
+        address: str = "testclient",
+    ) -> Visitor:
         app = create_app(runtime or portal_runtime, clock=clock, answer_seconds=answer_seconds)
-        client = TestClient(app, base_url=base_url, follow_redirects=False)
+        client = TestClient(app, base_url=base_url, follow_redirects=False, client=(address, 50000))
         client.__enter__()  # one event loop for the client's life: SMS tasks outlive a request
         stack.append(client)
         return Visitor(client, outbox)

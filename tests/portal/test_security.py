@@ -252,6 +252,22 @@ def test_one_ipv6_network_is_one_client(server):
     assert ask_server(server, "+40799000599", "2001:db8:5:7::1") == 200  # another network
 
 
+def test_a_client_over_its_limit_does_not_use_up_other_numbers(
+    portal_sample, make_runtime, visitor
+):
+    """A client refused for asking too often does not count against the numbers it goes on
+    asking for: it cannot keep customers from their codes by asking for their numbers."""
+    runtime = make_runtime(codes_per_client=PER_CLIENT, codes_per_phone=PER_PHONE)
+    attacker = visitor(runtime, address="198.51.100.7")
+    for i in range(PER_CLIENT):
+        assert attacker.ask_code(f"+407990006{i:02d}")[0].status_code == 200
+    for _ in range(PER_PHONE):
+        assert attacker.ask_code(portal_sample.phone)[0].status_code == CODE_REQUEST_REFUSED
+    customer = visitor(runtime, address="203.0.113.8")
+    answer, code = customer.ask_code(portal_sample.phone)
+    assert answer.status_code == 200 and code
+
+
 @pytest.mark.parametrize(
     "peer, secure", [("127.0.0.1", True), ("127.0.0.2", False)], ids=["trusted-proxy", "untrusted"]
 )
