@@ -57,6 +57,7 @@ class PortalSample:
     phone: str  # that number, E.164
     other_customer_id: str  # another customer, with another number
     other_phone: str
+    spare_phones: tuple[str, ...]  # the mobile numbers of the other customers, one each
     unknown_phone: str = UNKNOWN_PHONE
 
     def env(self, home: Path, **overrides: object) -> dict[str, str]:
@@ -110,8 +111,9 @@ def portal_sample(tmp_path_factory) -> PortalSample:
         if c.language == "ro" and c.email and c.delivery == "electronic" and c.notify != "none"
     )
     other = next(c for c in candidates if c.customer_id != known.customer_id)
+    spare = tuple(c.phone for c in candidates if c not in (known, other))
     return PortalSample(
-        home, source, CYCLES, known.customer_id, known.phone, other.customer_id, other.phone
+        home, source, CYCLES, known.customer_id, known.phone, other.customer_id, other.phone, spare
     )
 
 

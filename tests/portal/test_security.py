@@ -240,6 +240,58 @@ def test_forwarded_for_from_an_untrusted_peer_is_ignored(server):
     assert sorted(statuses) == [200] * PER_CLIENT + [CODE_REQUEST_REFUSED] * (BURST - PER_CLIENT)
 
 
+def post_at_once(server, path: str, cookies: dict, data: dict, n: int, forwarded_for: str):
+    """`n` posts of the same form at once, each from a new connection carrying the same
+    cookies (a browser's, copied); the answers and the pids of the workers that gave them."""
+
+    def post(_: int) -> httpx.Response:
+        with httpx.Client(base_url=server.url, cookies=cookies, timeout=30) as client:
+            return client.post(path, data=data, headers={"X-Forwarded-For": forwarded_for})
+
+    since = server.log_size()
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(post, range(n)))
+    time.sleep(0.2)  # the last access lines reach the log
+    pids = {
+        pid for pid, method, route, _ in server.access(since) if (method, route) == ("POST", path)
+    }
+    return answers, pids
+
+
+def test_a_code_entered_many_times_at_once_signs_in_once(server, portal_sample, http_visitor):
+    """The right code posted eight times at once, across both workers: one session, no more."""
+    v = http_visitor(server, **{"X-Forwarded-For": "203.0.113.210"})
+    _, code = v.ask_code(portal_sample.spare_phones[0])
+    cookies = dict(v.client.cookies)
+    answers, pids = post_at_once(
+        server, "/code", cookies, {"code": code, "csrf": v.token}, 8, "203.0.113.210"
+    )
+    assert sorted(a.status_code for a in answers) == [303] + [400] * 7
+    assert sum("portal_session" in set_cookies(a) for a in answers) == 1
+    assert len(pids) == 2, "both workers answered"
+
+
+def test_guesses_at_once_get_five_tries_in_all(server, portal_sample, http_visitor):
+    """Twelve wrong codes posted at once, across both workers: four are told how many tries are
+    left, one that the code is now void, the rest that it is spent; the right one then fails."""
+    v = http_visitor(server, **{"X-Forwarded-For": "203.0.113.211"})
+    _, code = v.ask_code(portal_sample.spare_phones[1])
+    cookies = dict(v.client.cookies)
+    answers, pids = post_at_once(
+        server, "/code", cookies, {"code": wrong(code, 1), "csrf": v.token}, 12, "203.0.113.211"
+    )
+    assert {a.status_code for a in answers} == {400}
+    left = sorted(int(m.group(1)) for a in answers if (m := re.search(r"Mai ai (\d)", a.text)))
+    assert left == [1, 2, 3, 4]
+    assert sum("de prea multe ori" in a.text for a in answers) == 1
+    assert sum("a expirat sau a fost deja folosit" in a.text for a in answers) == 7
+    assert len(pids) == 2, "both workers answered"
+    right, _ = post_at_once(
+        server, "/code", cookies, {"code": code, "csrf": v.token}, 1, "203.0.113.211"
+    )
+    assert right[0].status_code == 400 and "portal_session" not in set_cookies(right[0])
+
+
 def test_one_ipv6_network_is_one_client(server):
     """A client on IPv6 holds a whole /64 (what an ISP hands a home): new addresses from it,
     each asking for another number, share one client's limit."""
