@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
@@ -248,8 +249,11 @@ async def check_sms_code(request: Request):
 
 
 async def _sign_in(v: Visit, verdict: Verdict) -> Response:
-    """A new session (a new id at every login), the challenge cookie gone."""
-    cookie = await run_in_threadpool(v.runtime.sessions.open, verdict.phone, v.now)
+    """A new session (a new id at every login), the challenge cookie gone. A session the
+    browser still held ends here: its cookie is being replaced, so no one should still hold it."""
+    sessions = v.runtime.sessions
+    await run_in_threadpool(sessions.close, v.request.cookies.get(security.SESSION_COOKIE), v.now)
+    cookie = await run_in_threadpool(sessions.open, verdict.phone, v.now)
     v.cookies.append((security.SESSION_COOKIE, cookie, None))
     v.cookies.append((security.CHALLENGE_COOKIE, None, None))
     log.info("signed in")
@@ -278,15 +282,26 @@ async def _checks_allowed(v: Visit, request: Request, phone: str = "") -> bool:
 
 
 def _within_limits(limiter, now, *buckets) -> bool:
-    """Count a hit in every bucket (so a refused request still counts); True when all allow."""
-    results = [limiter.hit(bucket, limit, now) for bucket, limit in buckets]
-    return all(results)
+    """Count a hit in each bucket in turn (the client's first), up to the first that refuses:
+    a refused request still counts for its client, but a client already refused does not use
+    up the numbers it asks for, or it could keep any customer from a code. True when all allow."""
+    return all(limiter.hit(bucket, limit, now) for bucket, limit in buckets)
 
 
 def _client(request: Request) -> str:
     """The client's address as uvicorn gives it (behind the operator's proxy, --proxy-headers
-    with --forwarded-allow-ips makes this the customer's address, not the proxy's)."""
-    return request.client.host if request.client else "unknown"
+    with --forwarded-allow-ips makes this the customer's address, not the proxy's). An IPv6
+    client counts as its /64: one home gets a whole /64 and could take a new address each time."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6 and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def _deliver(app, runtime: Runtime, message) -> None:
