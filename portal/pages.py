@@ -482,7 +482,9 @@ async def logout(request: Request):
 async def language(request: Request):
     v = await visit(request)
     form = await request.form()
-    if not v.form_ok(form):
+    # The switch is on every page, signed in or not: /code and /sms-code carry a token that is
+    # not bound to a session even when the browser holds one.
+    if not (v.form_ok(form) or _anonymous_form_ok(v, form)):
         return refused(v)
     chosen = str(form.get("lang", ""))
     back = str(form.get("next", "/"))
@@ -491,6 +493,12 @@ async def language(request: Request):
     if chosen in LANGUAGES:
         v.cookies.append((security.LANGUAGE_COOKIE, chosen, 365 * 24 * HOUR))
     return v.redirect(back)
+
+
+def _anonymous_form_ok(v: Visit, form) -> bool:
+    return security.same_site_post(v.request) and security.valid_csrf(
+        v.runtime.portal_keys, v.request, str(form.get("csrf", ""))
+    )
 
 
 def _no_store(response: Response) -> Response:

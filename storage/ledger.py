@@ -337,11 +337,13 @@ def _unreachable(url: str, exc: OperationalError) -> str:
 
 
 def _create_engine(url: str) -> Engine:
+    # hide_parameters: a failed statement's error then names no bound value, so a phone number,
+    # an e-mail address or a token never reaches a log through a database error.
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 60})
+        engine = sa.create_engine(url, connect_args={"timeout": 60}, hide_parameters=True)
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         # Take the write lock when a transaction starts, not at its first write: an issuing
         # transaction reads the counter and then writes it, and must not interleave with another.
@@ -351,7 +353,10 @@ def _create_engine(url: str) -> Engine:
     # plan for it, made while the table was small: `customer_id IN (...)` of the issuing batch
     # then scans the whole cycle. Custom plans per execution keep the (cycle, customer) index.
     return sa.create_engine(
-        url, pool_pre_ping=True, connect_args={"options": "-c plan_cache_mode=force_custom_plan"}
+        url,
+        pool_pre_ping=True,
+        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+        hide_parameters=True,
     )
 
 

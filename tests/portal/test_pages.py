@@ -338,6 +338,18 @@ def test_english_on_request(portal_sample, visitor):
     assert "Contul tău" in v.get("/account").text
 
 
+def test_the_language_switch_works_on_the_code_page_of_a_signed_in_browser(portal_sample, visitor):
+    """/code and /sms-code carry a form token of no session, even in a browser that holds one:
+    their language switch must still work."""
+    v = visitor()
+    v.sign_in(portal_sample.phone)
+    for page in ("/sms-code", "/code"):
+        v.ask_code(portal_sample.phone) if page == "/code" else v.get(page)
+        switched = v.post("/language", {"lang": "en", "next": page})
+        assert switched.status_code == 303, (page, switched.text)
+        v.post("/language", {"lang": "ro", "next": page})
+
+
 @pytest.mark.parametrize("back", ["https://evil.example/", "//evil.example/", "/\\evil.example"])
 def test_the_language_switch_returns_only_to_this_page(back, visitor):
     v = visitor()

@@ -822,11 +822,6 @@ def test_no_secret_in_the_server_log(server, portal_sample, http_visitor):
     assert not LINK.search(log)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage.ledger builds its engines without hide_parameters=True: a failed statement's "
-    "message carries its parameters, and uvicorn logs that message with the traceback",
-)
 def test_a_database_error_logs_no_phone_number(portal_sample, portal_runtime, visitor):
     """When the ledger fails under a code request, what the server logs (uvicorn logs the
     exception's traceback at ERROR, whatever the levels) holds no phone number."""
