@@ -46,7 +46,7 @@ PORTAL_HOST ?= 127.0.0.1
 PORTAL_WORKERS ?= 2
 PORTAL_FORWARDED_ALLOW_IPS ?= 127.0.0.1
 
-.PHONY: install browser airflow-db pools run airflow airflow-stop portal test lint bench constraints clean
+.PHONY: install browser airflow-db pools run airflow airflow-stop portal screenshots test lint bench constraints clean
 
 install: $(VENV)/.installed
 
@@ -149,6 +149,10 @@ portal: install
 	@$(BIN)/uvicorn portal.app:create_app --factory --host $(PORTAL_HOST) --port $(PORTAL_PORT) \
 		--workers $(PORTAL_WORKERS) --proxy-headers --forwarded-allow-ips "$(PORTAL_FORWARDED_ALLOW_IPS)" \
 		--no-access-log --log-config portal/logging.json
+
+# The pictures of docs/portal.md: the browser test's walk, saved at phone size (390 px wide).
+screenshots: install browser
+	PORTAL_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/portal/test_browser.py
 
 test: install browser
 	$(BIN)/pytest
