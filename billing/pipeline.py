@@ -111,7 +111,7 @@ def notify_chunk(
         "email": lambda: email_channel(
             runtime.email, supplier, runtime.settings.mail_link_url or None
         ),
-        "sms": lambda: sms_channel(runtime.sms, supplier),
+        "sms": lambda: sms_channel(runtime.sms, supplier, runtime.settings.portal_url or None),
     }
     lease = timedelta(seconds=runtime.settings.notify_lease_seconds)
     return {
