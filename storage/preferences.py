@@ -19,6 +19,7 @@ from billing.domain.preferences import SOURCES, Preference, apply_preference, re
 from storage.ledger import preference_changes
 
 OPEN_STATES = ("open", "applied")  # still overriding the export
+_CHANGE_LOCK_ID = 0x1F0_C0DE  # pg_advisory_xact_lock class of a customer's preference changes
 
 
 def record_change(
@@ -28,6 +29,13 @@ def record_change(
     change's id. Older open changes of the customer are superseded."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    if conn.dialect.name == "postgresql":
+        # Two changes at once (a form sent twice, the page and an SMS) would each find no open
+        # change to supersede and both stay open; one at a time per customer, the second
+        # supersedes the first. (On SQLite the transaction's write lock already does this.)
+        conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(_CHANGE_LOCK_ID, sa.func.hashtext(customer_id)))
+        )
     conn.execute(
         preference_changes.update()
         .where(

@@ -5,6 +5,7 @@ settled and the export is taken as it is, whatever the export says later."""
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -111,3 +112,33 @@ def test_a_new_change_supersedes_the_open_one_and_only_it_applies(shared_ledger)
     [issued] = settle(shared_ledger, [customer], "2027-01")
     assert (issued.delivery, issued.notify) == ("electronic", "both")
     assert state_of(shared_ledger, second).cycle_id == "2027-01"
+
+
+def test_changes_made_at_once_leave_one_open_change(shared_ledger):
+    """A form sent twice, or the page and an SMS at the same moment: one change stays open,
+    the others superseded, so no forgotten one can override a later export."""
+    customer = exported()
+    choices = ["sms", "both", "none", "email"] * 2
+    barrier = threading.Barrier(len(choices))
+
+    def change(notify):
+        barrier.wait()
+        record(shared_ledger, customer, Preference("electronic", notify), datetime.now(UTC))
+
+    threads = [threading.Thread(target=change, args=(n,)) for n in choices]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    with shared_ledger.connect() as conn:
+        states = (
+            conn.execute(
+                sa.select(preference_changes.c.state)
+                .where(preference_changes.c.customer_id == customer.customer_id)
+                .order_by(preference_changes.c.id)
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(states) == ["open"] + ["superseded"] * (len(choices) - 1)
