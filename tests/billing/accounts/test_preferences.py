@@ -189,3 +189,21 @@ def test_changing_back_to_the_export_is_a_change_too(shared_ledger):
 
     assert back.changed and back.preference == Preference("electronic", "email")
     assert [r.state for r in changes_of(shared_ledger, cid)] == ["superseded", "open"]
+
+
+def test_a_paper_customer_mailed_at_the_billing_address_can_change_notices_on_the_page(
+    shared_ledger,
+):
+    """The page's form sends the mailing-address fields empty when there is none on file;
+    only a switch to paper needs an address typed."""
+    cid = enrol(shared_ledger, delivery="paper", notify="email", paper_address=None).customer_id
+    blank = dict.fromkeys(MAILING, "")
+
+    outcome = change_preference(
+        shared_ledger, cid, "web", T0, delivery="paper", notify="sms", address=blank
+    )
+
+    assert outcome.ok and outcome.changed
+    assert outcome.preference == Preference("paper", "sms", None)
+    with shared_ledger.connect() as conn:
+        assert standing(conn, cid).customer.mailing_address.city == "Iași"
