@@ -107,16 +107,30 @@ def settle_overrides(
     return result
 
 
-def changes_since(engine: Engine, since: datetime | None = None) -> Iterator[dict]:
-    """Every recorded change (made at or after `since`), oldest first, as flat rows."""
-    query = sa.select(preference_changes).order_by(
-        preference_changes.c.changed_at, preference_changes.c.id
-    )
+def changes_since(
+    engine: Engine, since: datetime | None = None, page: int = 1000
+) -> Iterator[dict]:
+    """Every recorded change (made at or after `since`), oldest first, as flat rows.
+
+    Read `page` rows per short transaction, so a slow reader (an export piped on) never keeps
+    one open: on SQLite every transaction holds the ledger's write lock."""
+    order = (preference_changes.c.changed_at, preference_changes.c.id)
+    query = sa.select(preference_changes).order_by(*order).limit(page)
     if since is not None:
         query = query.where(preference_changes.c.changed_at >= since)
-    with engine.connect() as conn:
-        for row in conn.execute(query):
-            yield dict(row._mapping)
+    after = None
+    while True:
+        with engine.connect() as conn:
+            rows = [
+                dict(row._mapping)
+                for row in conn.execute(
+                    query if after is None else query.where(sa.tuple_(*order) > after)
+                )
+            ]
+        yield from rows
+        if len(rows) < page:
+            return
+        after = sa.tuple_(*(sa.literal(rows[-1][c.name], c.type) for c in order))
 
 
 def _preference(row) -> Preference:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from billing.domain.model import Address
 from billing.domain.preferences import Preference
 from storage.ledger import preference_changes
-from storage.preferences import open_overrides, record_change, settle_overrides
+from storage.preferences import changes_since, open_overrides, record_change, settle_overrides
 from tests.support.factory import CUSTOMER
 
 T0 = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)
@@ -142,3 +142,17 @@ def test_changes_made_at_once_leave_one_open_change(shared_ledger):
             .all()
         )
     assert sorted(states) == ["open"] + ["superseded"] * (len(choices) - 1)
+
+
+def test_changes_read_page_by_page_are_all_there_in_order(shared_ledger):
+    same_time = T0 + timedelta(days=3)
+    ids = [
+        record(shared_ledger, exported(), Preference("electronic", "none"), same_time)
+        for _ in range(5)
+    ]
+
+    whole = list(changes_since(shared_ledger, same_time))
+    paged = list(changes_since(shared_ledger, same_time, page=2))
+
+    assert paged == whole
+    assert [c["id"] for c in whole if c["id"] in ids] == ids  # ties in the order recorded

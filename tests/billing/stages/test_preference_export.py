@@ -8,6 +8,7 @@ import io
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from billing.cli import app
@@ -123,3 +124,25 @@ def test_a_bad_since_is_refused_naming_the_option(cli_env):
 
     assert result.exit_code == 2
     assert "--since" in result.output and "ISO 8601" in result.output
+
+
+def test_a_slow_reader_of_the_export_never_holds_up_the_ledger(sqlite_url):
+    """The export streams (to a pipe, say) while codes are asked and cycles issue: on SQLite,
+    where every transaction takes the write lock, it must not keep one open between rows."""
+    engine = open_ledger(sqlite_url)
+    with engine.begin() as conn:
+        for n in range(1200):  # more than a page of rows
+            when = T0 + timedelta(seconds=(n + 1) // 2)  # a page ends between two at once
+            record_change(conn, f"C{n}", Preference("electronic", "sms"), "web", when)
+    lines = export_changes(engine)
+    assert next(lines) and next(lines)  # header and first row read; the rest waits
+
+    impatient = sa.create_engine(sqlite_url, connect_args={"timeout": 0.2})
+    try:
+        with impatient.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # what any writer of the ledger does
+            conn.exec_driver_sql("ROLLBACK")
+    finally:
+        impatient.dispose()
+    rest = rows("".join([",".join(EXPORT_COLUMNS) + "\n", *lines]))
+    assert [r["customer_id"] for r in rest] == [f"C{n}" for n in range(1, 1200)]
