@@ -228,20 +228,23 @@ def preferences_export(
         help="Only changes made at or after T: an ISO 8601 date or date and time (UTC unless "
         "it names its zone).",
     ),
-    out: Path = typer.Option(None, "--out", help="Write the CSV to this file; default stdout."),
+    out: Path = typer.Option(
+        None, "--out", dir_okay=False, help="Write the CSV to this file; default stdout."
+    ),
 ) -> None:
     """The preference changes customers made (delivery, notices, mailing address), oldest first,
     as CSV for the billing system to import; each row holds the whole preference after the
     change and its state (open, applied, reflected, superseded)."""
     from billing import pipeline
 
+    if out is not None and not out.parent.is_dir():
+        raise typer.BadParameter(f"folder {out.parent} does not exist", param_hint="'--out'")
     lines = pipeline.export_preference_changes(_runtime(), since)
     if out is None:
         for line in lines:
             typer.echo(line, nl=False)
         return
     # written beside the target and renamed into place: a failed export leaves no partial file
-    out = out.expanduser()
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:

@@ -119,11 +119,19 @@ def test_the_command_writes_a_file_with_out(cli_env):
     assert [p.name for p in cli_env.iterdir() if p.name.startswith(".changes")] == []
 
 
-def test_a_bad_since_is_refused_naming_the_option(cli_env):
-    result = CliRunner().invoke(app, ["preferences", "export", "--since", "5 Nov"])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        pytest.param(["--since", "5 Nov"], ["--since", "ISO 8601"], id="since-not-iso"),
+        pytest.param(["--since", "2026-13-01"], ["--since", "ISO 8601"], id="since-no-such-day"),
+        pytest.param(["--out", "/no/such/folder/x.csv"], ["--out", "does not exist"], id="out"),
+    ],
+)
+def test_a_bad_option_is_refused_naming_it(cli_env, args, words):
+    result = CliRunner().invoke(app, ["preferences", "export", *args])
 
     assert result.exit_code == 2
-    assert "--since" in result.output and "ISO 8601" in result.output
+    assert all(word in result.output for word in words), result.output
 
 
 def test_a_slow_reader_of_the_export_never_holds_up_the_ledger(sqlite_url):
