@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import typer
@@ -190,6 +193,70 @@ def notices_resend(
     )
     for name, result in results.items():
         typer.echo(f"{name}: sent {result.sent}, failed {result.failed}, pending {result.pending}")
+
+
+preferences_app = typer.Typer(
+    help="Preference changes customers made on the page or by phone.", no_args_is_help=True
+)
+app.add_typer(preferences_app, name="preferences")
+
+
+def _moment(value: str) -> datetime:
+    """--since as an aware time: an ISO 8601 date (its midnight) or date and time; a time
+    without a zone is UTC."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 date or date and time, e.g. 2026-11-05 or "
+            "2026-11-05T08:30:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@preferences_app.command("export")
+def preferences_export(
+    since: datetime | None = typer.Option(
+        None,
+        "--since",
+        parser=_moment,
+        metavar="T",
+        help="Only changes made at or after T: an ISO 8601 date or date and time (UTC unless "
+        "it names its zone).",
+    ),
+    out: Path = typer.Option(
+        None, "--out", dir_okay=False, help="Write the CSV to this file; default stdout."
+    ),
+) -> None:
+    """The preference changes customers made (delivery, notices, mailing address), oldest first,
+    as CSV for the billing system to import; each row holds the whole preference after the
+    change and its state (open, applied, reflected, superseded)."""
+    from billing import pipeline
+
+    if out is not None and not out.parent.is_dir():
+        raise typer.BadParameter(f"folder {out.parent} does not exist", param_hint="'--out'")
+    lines = pipeline.export_preference_changes(_runtime(), since)
+    if out is None:
+        for line in lines:
+            typer.echo(line, nl=False)
+        return
+    # written beside the target and renamed into place: a failed export leaves no partial file
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
+            count = -1  # the header is no change
+            for line in lines:
+                file.write(line)
+                count += 1
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    err.print(f"{count} change(s) written to {out}", highlight=False)
 
 
 def print_report(report: dict) -> None:

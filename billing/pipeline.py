@@ -1,5 +1,6 @@
 """The stages of one cycle run as plain functions: stage, issue, archive (render + store), notify,
-print, and the report with the cycle manifest; plus resending failed notices.
+print, and the report with the cycle manifest; plus resending failed notices and the export of
+the preference changes customers made.
 
 Each takes the process's `Runtime` and small values (cycle id, run id, chunk descriptors) and returns small
 values, so an orchestrator (the Airflow DAG, or `invoices run`) can call them from any worker.
@@ -8,7 +9,7 @@ values, so an orchestrator (the Airflow DAG, or `invoices run`) can call them fr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from billing.domain.layout import report_key, reports_prefix
 from billing.domain.model import ChunkRef
 from billing.domain.notices import MESSAGE_CHANNELS
 from billing.runtime import Runtime
-from billing.stages import audit, report_text, reporting, resending, view
+from billing.stages import audit, preference_export, report_text, reporting, resending, view
 from billing.stages.archiving import ArchiveResult, archive_invoices
 from billing.stages.issuing import IssueResult, issue_invoices, register_cycle
 from billing.stages.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
@@ -110,7 +111,7 @@ def notify_chunk(
         "email": lambda: email_channel(
             runtime.email, supplier, runtime.settings.mail_link_url or None
         ),
-        "sms": lambda: sms_channel(runtime.sms, supplier),
+        "sms": lambda: sms_channel(runtime.sms, supplier, runtime.settings.portal_url or None),
     }
     lease = timedelta(seconds=runtime.settings.notify_lease_seconds)
     return {
@@ -209,6 +210,12 @@ def last_invoices(runtime: Runtime, customer_id: str, periods: bool = False) -> 
         runtime.ledger, runtime.archive, customer_id,
         expires_in=runtime.settings.link_expiry_seconds, periods=periods,
     )  # fmt: skip
+
+
+def export_preference_changes(runtime: Runtime, since: datetime | None = None) -> Iterator[str]:
+    """The preference changes customers made at or after `since` (all without it), as CSV text
+    for the billing system to import (`invoices preferences export`), line by line."""
+    return preference_export.export_changes(runtime.ledger, since)
 
 
 def archive_lifecycle(runtime: Runtime, days: int, storage_class: str) -> dict:

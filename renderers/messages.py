@@ -4,7 +4,8 @@ Wording lives in jinja2 templates under `renderers/templates/` (`email.<lang>.tx
 `email.<lang>.html.j2`); amounts and dates use the Romanian formats of `renderers.formats`, as on
 the PDF. The HTML templates are autoescaped, so a customer name such as `<script>` arrives as text.
 
-The SMS is one GSM-7 segment (`billing.domain.gsm`), its wording in `SMS_TEMPLATES`.
+The SMS is one GSM-7 segment (`billing.domain.gsm`), its wording in `SMS_TEMPLATES`, or in
+`SMS_LINK_TEMPLATES` when it links to the self-service page and the link fits.
 
 A notice that cannot be written for an invoice (a language or currency without a text, a link
 that is not http(s), no room in one SMS) raises `UnsendableNoticeError`
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from billing.domain.errors import UnsendableNoticeError
-from billing.domain.gsm import SINGLE_GSM7, septets, transliterate
+from billing.domain.gsm import SINGLE_GSM7, is_gsm7, septets, transliterate
 from billing.domain.model import IssuedInvoice, Supplier
 from renderers.formats import format_amount, format_date
 
@@ -34,6 +35,11 @@ SUBJECTS = {
 SMS_TEMPLATES = {
     "ro": "{supplier}: factura {number} de {amount} lei, scadenta {due}. Detalii in contul tau.",
     "en": "{supplier}: invoice {number} of {amount} lei, due {due}. Details in your account.",
+}
+# The link ends the text: a full stop after it would be taken into the address by some phones.
+SMS_LINK_TEMPLATES = {
+    "ro": "{supplier}: factura {number} de {amount} lei, scadenta {due}. Vezi factura: {link}",
+    "en": "{supplier}: invoice {number} of {amount} lei, due {due}. See it at {link}",
 }
 
 
@@ -69,27 +75,35 @@ def render_email(
     return " ".join(subject.split()), text, html
 
 
-def render_sms(invoice: IssuedInvoice, supplier_name: str) -> str:
+def render_sms(invoice: IssuedInvoice, supplier_name: str, link: str | None = None) -> str:
     """The notice of `invoice` in its customer's language (ro or en), e.g.
     "Telecom Exemplu: factura OR00000001 de 239,95 lei, scadenta 21.11.2026. Detalii in contul
     tau."
 
+    With `link` (the self-service page's http(s) address) it ends "... Vezi factura: <link>"
+    ("See it at <link>") instead.
+
     The text is GSM-7 and fits one segment: a supplier name too long for it is shortened (at a
     word boundary when it can be); the invoice number, amount and due date are always whole.
-    Raises `UnsendableNoticeError` for an unsupported language or currency, an empty supplier
-    name, or when not even one character of the supplier name fits.
+    The link is never cut: it goes only when the supplier name, shortened, still keeps its first
+    word and the link is written in GSM-7 as it is; otherwise the text goes without it (never
+    as two segments). Raises `UnsendableNoticeError` for an unsupported language or currency,
+    an empty supplier name, a link that is not http(s), or when not even one character of the
+    supplier name fits.
     """
-    template = SMS_TEMPLATES.get(invoice.customer.language)
+    language = invoice.customer.language
+    template = SMS_TEMPLATES.get(language)
     if template is None:
         raise UnsendableNoticeError(
-            f"invoice {invoice.number}: customer language {invoice.customer.language!r} "
-            "is not ro or en"
+            f"invoice {invoice.number}: customer language {language!r} is not ro or en"
         )
     if invoice.currency != "RON":
         raise UnsendableNoticeError(
             f"invoice {invoice.number}: currency {invoice.currency!r} is not supported "
             "(amounts are written in lei)"
         )
+    if link is not None and urlsplit(link).scheme not in ("https", "http"):
+        raise UnsendableNoticeError("link must be an http(s) URL")
     supplier = " ".join(transliterate(supplier_name).split())
     if not supplier:
         raise UnsendableNoticeError("the supplier name is empty")
@@ -98,6 +112,15 @@ def render_sms(invoice: IssuedInvoice, supplier_name: str) -> str:
         "amount": format_amount(invoice.total),
         "due": format_date(invoice.due_date),
     }
+    if link is not None and is_gsm7(link) and not any(c.isspace() for c in link):
+        linked = SMS_LINK_TEMPLATES[language]
+        room = SINGLE_GSM7 - septets(transliterate(linked.format(supplier="", link="", **fields)))
+        room -= septets(link)
+        # the supplier gives way first, down to its first word; then the link does
+        if room >= min(septets(supplier), septets(supplier.split(" ")[0])):
+            shortened = _shorten(supplier, room)
+            if shortened:
+                return transliterate(linked.format(supplier=shortened, link=link, **fields))
     room = SINGLE_GSM7 - septets(transliterate(template.format(supplier="", **fields)))
     supplier = _shorten(supplier, room)
     if not supplier:

@@ -19,6 +19,7 @@ from billing.domain.preferences import SOURCES, Preference, apply_preference, re
 from storage.ledger import preference_changes
 
 OPEN_STATES = ("open", "applied")  # still overriding the export
+_CHANGE_LOCK_ID = 0x1F0_C0DE  # pg_advisory_xact_lock class of a customer's preference changes
 
 
 def record_change(
@@ -28,6 +29,13 @@ def record_change(
     change's id. Older open changes of the customer are superseded."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    if conn.dialect.name == "postgresql":
+        # Two changes at once (a form sent twice, the page and an SMS) would each find no open
+        # change to supersede and both stay open; one at a time per customer, the second
+        # supersedes the first. (On SQLite the transaction's write lock already does this.)
+        conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(_CHANGE_LOCK_ID, sa.func.hashtext(customer_id)))
+        )
     conn.execute(
         preference_changes.update()
         .where(
@@ -99,16 +107,30 @@ def settle_overrides(
     return result
 
 
-def changes_since(engine: Engine, since: datetime | None = None) -> Iterator[dict]:
-    """Every recorded change (made at or after `since`), oldest first, as flat rows."""
-    query = sa.select(preference_changes).order_by(
-        preference_changes.c.changed_at, preference_changes.c.id
-    )
+def changes_since(
+    engine: Engine, since: datetime | None = None, page: int = 1000
+) -> Iterator[dict]:
+    """Every recorded change (made at or after `since`), oldest first, as flat rows.
+
+    Read `page` rows per short transaction, so a slow reader (an export piped on) never keeps
+    one open: on SQLite every transaction holds the ledger's write lock."""
+    order = (preference_changes.c.changed_at, preference_changes.c.id)
+    query = sa.select(preference_changes).order_by(*order).limit(page)
     if since is not None:
         query = query.where(preference_changes.c.changed_at >= since)
-    with engine.connect() as conn:
-        for row in conn.execute(query):
-            yield dict(row._mapping)
+    after = None
+    while True:
+        with engine.connect() as conn:
+            rows = [
+                dict(row._mapping)
+                for row in conn.execute(
+                    query if after is None else query.where(sa.tuple_(*order) > after)
+                )
+            ]
+        yield from rows
+        if len(rows) < page:
+            return
+        after = sa.tuple_(*(sa.literal(rows[-1][c.name], c.type) for c in order))
 
 
 def _preference(row) -> Preference:

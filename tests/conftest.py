@@ -64,6 +64,42 @@ def ledger_url(request, tmp_path):
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(scope="session")
+def pg_session_url(pg_admin):
+    """One fresh PostgreSQL database for the whole session, dropped at its end."""
+    name = f"invoices_shared_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    from storage import ledger
+
+    engine = ledger._engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+    with pg_admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_session_url(tmp_path_factory):
+    """One SQLite ledger file for the whole session."""
+    return f"sqlite:///{tmp_path_factory.mktemp('shared-ledger') / 'ledger.db'}"
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def shared_ledger(request):
+    """A ledger engine on each database the product supports, shared by the whole session: for
+    tests that keep to rows of their own (a new customer, number or bucket each), where making
+    and migrating a database per test would cost more than the test."""
+    from storage.ledger import open_ledger
+
+    url = {"sqlite": "sqlite_session_url", "postgresql": "pg_session_url"}[request.param]
+    return open_ledger(request.getfixturevalue(url))
+
+
 @pytest.fixture
 def settings_for(tmp_path):
     """Settings for the embedded setup under tmp_path, with overrides."""

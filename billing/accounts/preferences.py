@@ -86,7 +86,8 @@ def change_preference(
             if address is not None and any(v.strip() for v in address.values()):
                 paper, problems = check_paper_address(dict(address))
                 refusals.extend(Refusal(p.column, p.reason, p.detail) for p in problems)
-            elif address is not None and paper is None:
+            elif address is not None and paper is None and current.delivery != "paper":
+                # a switch to paper needs one typed; paper already goes to the billing address
                 refusals.append(Refusal("paper_street", "no_mailing_address", "give an address"))
             elif address is None:
                 paper = paper or _billing_address_for_paper(found.customer)

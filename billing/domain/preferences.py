@@ -40,12 +40,14 @@ def preference_of(customer: Customer) -> Preference:
 
 def reflects(customer: Customer, preference: Preference) -> bool:
     """True when the export already carries `preference` for `customer`. A paper address is
-    compared only when paper is chosen: for electronic delivery it does not matter."""
+    compared only when paper is chosen: for electronic delivery it does not matter. It is
+    compared with where the export mails paper, so a choice of paper to the billing address
+    (what a phone channel records) is carried by an export with no separate mailing address."""
     if (customer.delivery, customer.notify) != (preference.delivery, preference.notify):
         return False
     if preference.delivery != "paper" or preference.paper_address is None:
         return True
-    return _same_address(customer.paper_address, preference.paper_address)
+    return _same_address(customer.mailing_address, preference.paper_address)
 
 
 def apply_preference(customer: Customer, preference: Preference) -> Customer:

@@ -78,11 +78,16 @@ def email_channel(
     return Channel("email", notifier, build, batch, needs_pdf=not link_base)
 
 
-def sms_channel(notifier: Notifier, supplier: Supplier, batch: int = 50) -> Channel:
+def sms_channel(
+    notifier: Notifier, supplier: Supplier, link: str | None = None, batch: int = 50
+) -> Channel:
+    """SMS of one GSM-7 segment; with `link` (the self-service page's address), it links there
+    when the link fits."""
     from renderers.messages import render_sms
 
     def build(invoice: IssuedInvoice, recipient: str, pdf: bytes | None) -> Outgoing:
-        return Outgoing(f"{invoice.number}:sms", recipient, "", render_sms(invoice, supplier.name))
+        text = render_sms(invoice, supplier.name, link)
+        return Outgoing(f"{invoice.number}:sms", recipient, "", text)
 
     return Channel("sms", notifier, build, batch)
 

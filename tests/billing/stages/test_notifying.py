@@ -72,11 +72,11 @@ def test_a_notice_that_cannot_be_built_fails_alone(settings_for, monkeypatch):
     real = renderers.messages.render_sms
     broken = {}
 
-    def render(invoice, supplier_name):
+    def render(invoice, supplier_name, link=None):
         if not broken:
             broken[invoice.number] = True
             raise PermanentDeliveryError("supplier name does not fit one segment")
-        return real(invoice, supplier_name)
+        return real(invoice, supplier_name, link)
 
     monkeypatch.setattr(renderers.messages, "render_sms", render)
     results = pipeline.notify_cycle(Runtime(settings), "2026-11", "run-1")
@@ -156,9 +156,15 @@ def test_two_notify_runs_at_once_never_send_a_notice_twice(settings_for):
     assert {r.status for r in outbox_rows(settings) if r.channel == "email"} == {"sent"}
 
 
-def test_emails_can_link_to_the_self_service_page_instead_of_attaching(settings_for):
-    settings = settings_for(mail_link_url="https://contul-meu.example.ro/facturi")
+def test_emails_and_sms_can_link_to_the_self_service_page(settings_for):
+    settings = settings_for(
+        mail_link_url="https://contul-meu.example.ro/facturi",
+        portal_url="https://contul-meu.example.ro",
+    )
     pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1")
+    sms = (settings.home / "outbox" / "sms.jsonl").read_text().splitlines()
+    texts = [json.loads(line)["text"] for line in sms]
+    assert texts and all(t.endswith(" https://contul-meu.example.ro") for t in texts)
     first = sorted((settings.home / "outbox" / "email").glob("*.eml"))[0]
     message = email.message_from_bytes(first.read_bytes())
     number = first.name.split("_")[0]
@@ -177,7 +183,7 @@ def test_a_configuration_error_while_building_fails_the_run_not_the_notices(
     settings = settings_for()
     pipeline.run_cycle(Runtime(settings), "2026-11", run_id="run-1", send_notices=False)
 
-    def render(invoice, supplier_name):
+    def render(invoice, supplier_name, link=None):
         raise ConfigurationError("the supplier file has no name")
 
     monkeypatch.setattr(renderers.messages, "render_sms", render)

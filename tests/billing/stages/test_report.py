@@ -96,14 +96,14 @@ def test_a_cycle_with_failures_reports_them_by_reason_without_personal_data(
     real_render = renderers.messages.render_sms
     broken: set[str] = set()
 
-    def render(invoice, supplier_name):
+    def render(invoice, supplier_name, link=None):
         if len(broken) < 3 or invoice.number in broken:
             broken.add(invoice.number)
             customer = invoice.customer
             raise PermanentDeliveryError(
                 f"cannot text {customer.phone} (also tried {customer.email})"
             )
-        return real_render(invoice, supplier_name)
+        return real_render(invoice, supplier_name, link)
 
     monkeypatch.setattr(renderers.messages, "render_sms", render)
 
