@@ -173,6 +173,7 @@ bench: install
 	$(BIN)/python -m storage.bench
 	$(BIN)/python -m notifiers.bench
 	$(BIN)/python -m billing.bench $(BENCH_ARGS)
+	$(BIN)/python -m portal.bench
 
 # Re-pin every package after changing dependencies in pyproject.toml.
 constraints:

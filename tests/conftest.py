@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,21 +35,30 @@ def pg_admin():
     engine.dispose()
 
 
-@pytest.fixture
-def pg_url(pg_admin):
-    """A fresh, empty PostgreSQL database, dropped after the test."""
-    name = f"invoices_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def _fresh_database(pg_admin, prefix: str):
+    """The URL of a new, empty PostgreSQL database, dropped (its ledger engine closed) after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with pg_admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    from storage import ledger
+    try:
+        yield url
+    finally:
+        from storage import ledger
 
-    engine = ledger._engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
-    with pg_admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine = ledger._engines.pop(url, None)
+        if engine is not None:
+            engine.dispose()
+        with pg_admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_admin):
+    """A fresh, empty PostgreSQL database, dropped after the test."""
+    with _fresh_database(pg_admin, "invoices_test") as url:
+        yield url
 
 
 @pytest.fixture
@@ -67,18 +77,8 @@ def ledger_url(request, tmp_path):
 @pytest.fixture(scope="session")
 def pg_session_url(pg_admin):
     """One fresh PostgreSQL database for the whole session, dropped at its end."""
-    name = f"invoices_shared_{uuid.uuid4().hex[:12]}"
-    with pg_admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    from storage import ledger
-
-    engine = ledger._engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
-    with pg_admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _fresh_database(pg_admin, "invoices_shared") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
