@@ -159,8 +159,10 @@ async def send_code(request: Request):
         Limit("code-client", settings.codes_per_client, HOUR),
     )
     allowed = await run_in_threadpool(_within_limits, limiter, v.now, client)
-    # the number's budget is the one texting COD draws on too (portal.limits)
-    allowed = await run_in_threadpool(allow_code_request, v.runtime, phone, v.now) and allowed
+    # The number's budget, the one texting COD draws on too (portal.limits), counts only once
+    # the client is within its own (see _within_limits).
+    if allowed:
+        allowed = await run_in_threadpool(allow_code_request, v.runtime, phone, v.now)
     if not allowed:
         log.info("code request refused: rate limit")
         await _answer_at(started, request.app.state.answer_seconds)
