@@ -91,11 +91,26 @@ def reports(home: Path) -> list[dict]:
     return sorted(found, key=lambda r: r["finished_at"])
 
 
-@pytest.mark.slow
-def test_make_run_issues_the_sample_cycle_once(tmp_path):
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    """An INVOICES_HOME after one `make run` of the newest sample cycle, and what it printed.
+    Tests take a copy (`_copy_of`): a run costs a minute, and two tests start from one."""
+    home = tmp_path_factory.mktemp("sample-run") / "home"
+    done = make_run(home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return home, done
+
+
+def _copy_of(sample_run, tmp_path: Path) -> Path:
     home = tmp_path / "home"
-    first = make_run(home)
-    assert first.returncode == 0, first.stdout + first.stderr
+    shutil.copytree(sample_run[0], home, symlinks=True)
+    return home
+
+
+@pytest.mark.slow
+def test_make_run_issues_the_sample_cycle_once(sample_run, tmp_path):
+    home = _copy_of(sample_run, tmp_path)
+    first = sample_run[1]
     assert "invoices issued" in first.stdout  # the run report is printed
     [report] = reports(home)
     bad = json.loads((REPO / "sample_data/cycles/2026-11/BAD_ROWS.json").read_text())
@@ -159,9 +174,8 @@ def dags_test(home: Path, dag_id: str, conf: dict) -> subprocess.CompletedProces
 
 
 @pytest.mark.slow
-def test_ops_and_audit_dags_wrap_the_cli_functions(tmp_path):
-    home = tmp_path / "home"
-    assert make_run(home).returncode == 0
+def test_ops_and_audit_dags_wrap_the_cli_functions(sample_run, tmp_path):
+    home = _copy_of(sample_run, tmp_path)
     verified = dags_test(home, "invoice_audit_verify", {"cycle_id": "2026-11"})
     assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
     resent = dags_test(home, "invoice_resend_failed", {"cycle_id": "2026-11"})

@@ -427,7 +427,7 @@ def test_generation_streams_in_bounded_memory(tmp_path: Path, fmt: str) -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "from sample_data.generator import write_cycle\n"
-        "write_cycle(Path(sys.argv[1]), '2026-11', 200_000, fmt=sys.argv[2])\n"
+        "write_cycle(Path(sys.argv[1]), '2026-11', 100_000, fmt=sys.argv[2])\n"
         "status = Path('/proc/self/status').read_text().splitlines()\n"
         "print(next(line.split()[1] for line in status if line.startswith('VmHWM:')))\n"
     )
@@ -442,6 +442,6 @@ def test_generation_streams_in_bounded_memory(tmp_path: Path, fmt: str) -> None:
     customers = tmp_path / "2026-11" / f"customers.{fmt}"
     if fmt == "csv":
         with customers.open("rb") as handle:
-            assert sum(1 for _ in handle) == 200_001
+            assert sum(1 for _ in handle) == 100_001
     else:
-        assert pq.ParquetFile(customers).metadata.num_rows == 200_000
+        assert pq.ParquetFile(customers).metadata.num_rows == 100_000
