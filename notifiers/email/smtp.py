@@ -27,7 +27,6 @@ import ssl
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 
 import aiosmtplib
 
@@ -39,7 +38,7 @@ from billing.domain.errors import (
 )
 from billing.domain.notices import NoticeStatus
 from notifiers.base import DeliveryResult, Outgoing, ResultCallback
-from notifiers.email.message import build_message, parse_recipient, parse_sender
+from notifiers.email.message import RenderedMessage, parse_sender, render_message
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +109,11 @@ class EmailNotifier:
             if outgoing.key in batch.results or outgoing.key in batch.jobs:
                 continue
             try:
-                prepared = build_message(outgoing, self.mail_from)
+                prepared = render_message(outgoing, self.mail_from)
             except PermanentDeliveryError as exc:
                 batch.finish(outgoing.key, NoticeStatus.FAILED_PERMANENT, error=str(exc))
                 continue
-            recipient = parse_recipient(outgoing.recipient)
-            job = _Job(outgoing.key, prepared, str(prepared["Message-ID"]), recipient)
+            job = _Job(outgoing.key, prepared, prepared.message_id, prepared.recipient)
             batch.jobs[job.key] = job
             batch.queue.put_nowait(job)
         if batch.jobs:
@@ -218,8 +216,10 @@ class EmailNotifier:
     async def _deliver(self, client: aiosmtplib.SMTP, job: _Job) -> None:
         """One attempt; raises a `DeliveryError` subclass for any failure."""
         try:
-            await client.send_message(
-                job.message, sender=self._envelope_from, recipients=[job.recipient]
+            # a local part that is not ASCII can only go to a server offering SMTPUTF8
+            options = [] if job.recipient.isascii() else ["SMTPUTF8"]
+            await client.sendmail(
+                self._envelope_from, [job.recipient], job.message.data, mail_options=options
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refusal = exc.recipients[0]
@@ -267,7 +267,7 @@ class EmailNotifier:
 @dataclass(eq=False)
 class _Job:
     key: str
-    message: EmailMessage
+    message: RenderedMessage
     message_id: str
     recipient: str
     attempt: int = 0

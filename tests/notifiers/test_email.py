@@ -384,6 +384,7 @@ def test_settings_choose_the_channel(tmp_path):
         pytest.param("facturi", id="no-domain"),
         pytest.param("Facturi <facturi@example.ro>\r\nBcc: x@example.ro", id="two-lines"),
         pytest.param("", id="empty"),
+        pytest.param("@example.ro", id="no-local-part"),
     ],
 )
 def test_a_bad_sender_is_a_configuration_error_not_a_failed_message(tmp_path, mail_from):
