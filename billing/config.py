@@ -32,6 +32,8 @@ class Settings:
     archive_url: str
     staging_url: str
     chunk_size: int = 1000
+    # Processes that render PDFs beside the one archiving them; 1: render in that process.
+    render_processes: int = 1
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_username: str = ""
@@ -118,6 +120,9 @@ class Settings:
             archive_url=get("INVOICES_ARCHIVE_URL", str(home / "archive")),
             staging_url=get("INVOICES_STAGING_URL", str(home / "staging")),
             chunk_size=_positive_int(get("INVOICES_CHUNK_SIZE", "1000"), "INVOICES_CHUNK_SIZE"),
+            render_processes=_positive_int(
+                get("INVOICES_RENDER_PROCESSES", str(usable_cpus())), "INVOICES_RENDER_PROCESSES"
+            ),
             smtp_host=get("INVOICES_SMTP_HOST"),
             smtp_port=_positive_int(
                 get("INVOICES_SMTP_PORT", "465" if tls == "ssl" else "25"), "INVOICES_SMTP_PORT"
@@ -155,6 +160,14 @@ class Settings:
                 get("INVOICES_SUPPLIER_FILE", str(CHECKOUT / "renderers" / "supplier.json"))
             ),
         )
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _positive_rate(value: str, name: str) -> float:

@@ -88,6 +88,7 @@ def archive_chunk(runtime: Runtime, ref: ChunkRef, run_id: str) -> ArchiveResult
         runtime.renderer.render,
         runtime.renderer.template_version,
         runtime.settings.retention_years,
+        renderers=runtime.render_pool,
     )
 
 

@@ -9,6 +9,7 @@
               ├── archive         the write-once archive (local folder or S3)
               ├── supplier        the issuer printed on every invoice
               ├── renderer        the PDF renderer and its template version
+              ├── render_pool     processes rendering PDFs beside this one (render_processes)
               ├── email / sms     the notifiers the settings select
               └── portal keys, codes, sessions, limiter   the customer's side (billing.accounts)
 
@@ -106,6 +107,28 @@ class Runtime:
         from renderers.pdf import TEMPLATE_VERSION, render_invoice
 
         return Renderer(render_invoice, TEMPLATE_VERSION)
+
+    @cached_property
+    def render_pool(self):
+        """`render_processes` processes that render PDFs, kept for the life of this process
+        (every chunk it archives); None when there is one, or when this process may have no
+        children (a daemonic pool worker): render in the caller.
+
+        They are forked, so they start with the renderer already imported and need no entry
+        point (spawned ones would re-run the parent's main script); all of them at once, on
+        the first call, before the archive step starts its upload threads."""
+        import multiprocessing
+
+        if self.settings.render_processes <= 1 or multiprocessing.current_process().daemon:
+            return None
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(
+            self.settings.render_processes, mp_context=multiprocessing.get_context("fork")
+        )
+        pool.submit(os.getpid).result()  # forks every process of the pool now
+        return pool
 
     @cached_property
     def email(self):

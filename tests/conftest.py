@@ -100,12 +100,18 @@ def shared_ledger(request):
     return open_ledger(request.getfixturevalue(url))
 
 
+# PDFs render in the test's own process unless a test asks for render processes (they are
+# tested on their own, and through the DAG runs, which keep the product's default).
+IN_PROCESS = {"INVOICES_RENDER_PROCESSES": "1"}
+
+
 @pytest.fixture
 def settings_for(tmp_path):
     """Settings for the embedded setup under tmp_path, with overrides."""
 
     def make(**overrides) -> Settings:
         env = {"INVOICES_HOME": str(tmp_path / "home"), "INVOICES_SOURCE_URL": str(SAMPLES)}
+        env.update(IN_PROCESS)
         env.update({f"INVOICES_{k.upper()}": str(v) for k, v in overrides.items()})
         return Settings.from_env(env)
 
@@ -141,7 +147,9 @@ def issued_copy(issued_sample, tmp_path):
 
 
 def _embedded(home: Path) -> Settings:
-    return Settings.from_env({"INVOICES_HOME": str(home), "INVOICES_SOURCE_URL": str(SAMPLES)})
+    return Settings.from_env(
+        {"INVOICES_HOME": str(home), "INVOICES_SOURCE_URL": str(SAMPLES)} | IN_PROCESS
+    )
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +30,8 @@ from storage.ledger import cycles, invoice_documents, invoices, lock_manifest_ch
 Renderer = Callable[[IssuedInvoice, Supplier], bytes]
 BATCH = 100
 UPLOADERS = 8  # concurrent archive writes per chunk
+RENDER_SPLIT = 4  # pieces a batch is cut into for the render processes
+LOOKAHEAD = 2  # batches handed to the render processes ahead of the one being stored
 
 
 @dataclass(frozen=True)
@@ -55,38 +58,32 @@ def archive_invoices(
     template_version: str,
     retention_years: int,
     uploaders: int = UPLOADERS,
+    renderers: Executor | None = None,
 ) -> ArchiveResult:
     """Render and archive the invoices of `customer_ids` in the cycle that have no document yet.
 
-    Rendering runs in this thread (it is CPU-bound); uploads overlap it in a bounded pool.
+    Rendering is CPU-bound: it runs in `renderers` (a process pool, `render` must then be a
+    module-level function) or else in this thread. With a pool, the next batches render while
+    this thread stores and records the one before; uploads overlap in a bounded thread pool.
+    Results are recorded batch by batch, in order, whatever ran where.
     """
     with engine.connect() as conn:
         pending = numbers_without_document(conn, cycle_id, customer_ids)
     result = ArchiveResult()
     failures: list[str] = []
+    ahead = LOOKAHEAD if renderers is not None else 0
+    in_flight: deque[tuple[list[IssuedInvoice], list[Future]]] = deque()
     with ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="archive") as pool:
         for start in range(0, len(pending), BATCH):
             with engine.connect() as conn:
                 batch = load_invoices(conn, pending[start : start + BATCH])
-            uploads = []
-            for invoice in batch:
-                key = invoice_key(invoice.customer.customer_id, invoice.number)
-                retain = retention_end(invoice.issue_date, retention_years)
-                try:
-                    data = render(invoice, supplier)
-                except InvoicePipelineError as exc:  # one bad invoice must not hold up the rest
-                    failures.append(f"{invoice.number}: {exc}")
-                    continue
-                uploads.append((invoice, pool.submit(archive.put_once, key, data, retain)))
-            rows = []
-            for invoice, upload in uploads:
-                try:
-                    stored = upload.result()
-                except InvoicePipelineError as exc:
-                    failures.append(f"{invoice.number}: {exc}")
-                    continue
-                rows.append(_document_row(invoice, stored, cycle_id, template_version, run_id))
-            result += _record(engine, rows)
+            in_flight.append((batch, _start_rendering(renderers, render, batch, supplier)))
+            while len(in_flight) > ahead:
+                result += _store(engine, archive, pool, *in_flight.popleft(), cycle_id,
+                                 run_id, template_version, retention_years, failures)  # fmt: skip
+        while in_flight:
+            result += _store(engine, archive, pool, *in_flight.popleft(), cycle_id,
+                             run_id, template_version, retention_years, failures)  # fmt: skip
     if failures:
         shown = "; ".join(failures[:5]) + ("; ..." if len(failures) > 5 else "")
         raise ArchiveError(
@@ -94,6 +91,58 @@ def archive_invoices(
             f"({result.archived + result.recovered} were): {shown}"
         )
     return result
+
+
+def render_batch(render: Renderer, batch: Sequence[IssuedInvoice], supplier: Supplier) -> list:
+    """Each invoice's PDF bytes, or the text of the `InvoicePipelineError` that stopped it (one
+    bad invoice must not hold up the rest). Runs in a render process, or in this one."""
+    rendered: list[bytes | str] = []
+    for invoice in batch:
+        try:
+            rendered.append(render(invoice, supplier))
+        except InvoicePipelineError as exc:
+            rendered.append(str(exc) or type(exc).__name__)
+    return rendered
+
+
+def _start_rendering(
+    renderers: Executor | None, render: Renderer, batch: list[IssuedInvoice], supplier: Supplier
+) -> list[Future]:
+    """Futures of the batch's PDFs in order: split over the pool's processes, or rendered here."""
+    if renderers is None:
+        done: Future = Future()
+        done.set_result(render_batch(render, batch, supplier))
+        return [done]
+    size = max(1, -(-len(batch) // RENDER_SPLIT))
+    return [
+        renderers.submit(render_batch, render, batch[i : i + size], supplier)
+        for i in range(0, len(batch), size)
+    ]
+
+
+def _store(
+    engine, archive, pool, batch, rendering, cycle_id, run_id, template_version, retention_years,
+    failures,
+) -> ArchiveResult:  # fmt: skip
+    """Upload one rendered batch (in the upload pool) and record its documents."""
+    rendered = [data for future in rendering for data in future.result()]
+    uploads = []
+    for invoice, data in zip(batch, rendered, strict=True):
+        if isinstance(data, str):
+            failures.append(f"{invoice.number}: {data}")
+            continue
+        key = invoice_key(invoice.customer.customer_id, invoice.number)
+        retain = retention_end(invoice.issue_date, retention_years)
+        uploads.append((invoice, pool.submit(archive.put_once, key, data, retain)))
+    rows = []
+    for invoice, upload in uploads:
+        try:
+            stored = upload.result()
+        except InvoicePipelineError as exc:
+            failures.append(f"{invoice.number}: {exc}")
+            continue
+        rows.append(_document_row(invoice, stored, cycle_id, template_version, run_id))
+    return _record(engine, rows)
 
 
 def _document_row(invoice, stored: StoredObject, cycle_id, template_version, run_id) -> dict:

@@ -3,7 +3,9 @@ re-run (or a crash between storing and recording) rewrites nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +13,7 @@ import sqlalchemy as sa
 from billing import pipeline
 from billing.domain.errors import ArchiveError
 from billing.domain.layout import invoice_key
-from billing.runtime import Runtime
+from billing.runtime import Renderer, Runtime
 from billing.stages.archiving import manifest_bytes
 from storage.archive import sha256_hex
 from storage.ledger import invoice_documents, invoices, open_ledger
@@ -150,3 +152,48 @@ def test_an_invoice_that_cannot_render_fails_the_chunk_after_the_others(settings
     assert "OR00000007" not in docs and len(docs) == 300
     with pytest.raises(ArchiveError, match="have no archived PDF yet"):
         pipeline.finalize_report(Runtime(settings), "2026-11", "run-1")
+
+
+def render_or_refuse(invoice, supplier):
+    """The real renderer, refusing one invoice (module-level: it is sent to render processes)."""
+    from renderers import pdf
+
+    if invoice.number == "OR00000007":
+        raise pdf.RenderError("customer name: U+1F680 '🚀' cannot be drawn")
+    return pdf.render_invoice(invoice, supplier)
+
+
+def test_render_processes_archive_the_same_bytes_as_one_process(settings_for):
+    alone, pooled = settings_for(), settings_for(home=settings_for().home.parent / "pooled")
+    pooled = dataclasses.replace(pooled, render_processes=2)
+    runtime = Runtime(pooled)
+    for settings, rt in ((alone, Runtime(alone)), (pooled, runtime)):
+        pipeline.start_run(rt, "2026-11", "run-1")
+        pipeline.stage(rt, "2026-11")
+        pipeline.issue(rt, "2026-11", "run-1")
+        assert pipeline.archive_cycle(rt, "2026-11", "run-1").archived == 301
+    assert runtime.render_pool is not None
+    workers = {runtime.render_pool.submit(os.getpid).result() for _ in range(20)}
+    assert os.getpid() not in workers
+
+    assert documents(pooled) == documents(alone)
+    for key, *_ in documents(pooled).values():
+        assert (pooled.home / "archive" / key).read_bytes() == (
+            alone.home / "archive" / key
+        ).read_bytes()
+
+
+def test_an_invoice_that_a_render_process_cannot_render_fails_alone(settings_for):
+    settings = dataclasses.replace(settings_for(), render_processes=2)
+    runtime = Runtime(settings)
+    pipeline.start_run(runtime, "2026-11", "run-1")
+    pipeline.stage(runtime, "2026-11")
+    pipeline.issue(runtime, "2026-11", "run-1")
+    runtime.renderer = Renderer(render_or_refuse, runtime.renderer.template_version)
+
+    with pytest.raises(
+        ArchiveError, match=r"1 invoice\(s\) of cycle 2026-11 were not archived .*OR00000007"
+    ):
+        pipeline.archive_cycle(runtime, "2026-11", "run-1")
+    docs = documents(settings)
+    assert "OR00000007" not in docs and len(docs) == 300
