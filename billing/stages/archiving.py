@@ -10,8 +10,8 @@ written, marked `recovered` (this run found the PDF, it did not write it).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime

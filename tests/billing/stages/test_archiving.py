@@ -167,7 +167,7 @@ def test_render_processes_archive_the_same_bytes_as_one_process(settings_for):
     alone, pooled = settings_for(), settings_for(home=settings_for().home.parent / "pooled")
     pooled = dataclasses.replace(pooled, render_processes=2)
     runtime = Runtime(pooled)
-    for settings, rt in ((alone, Runtime(alone)), (pooled, runtime)):
+    for rt in (Runtime(alone), runtime):
         pipeline.start_run(rt, "2026-11", "run-1")
         pipeline.stage(rt, "2026-11")
         pipeline.issue(rt, "2026-11", "run-1")
