@@ -58,11 +58,46 @@ def stage(cycle_id: str = typer.Argument(..., help="Cycle id under INVOICES_SOUR
 
 @app.command()
 def run(cycle_id: str = typer.Argument(..., help="Cycle id under INVOICES_SOURCE_URL.")) -> None:
-    """Run a whole cycle in this process, without Airflow, and print its run report."""
+    """Run a whole cycle in this process, without Airflow, with a progress bar per stage (on
+    stderr), and print its run report."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from billing import pipeline
 
-    report = pipeline.run_cycle(_runtime(), cycle_id)
+    columns = (
+        TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+        TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=err, transient=False) as bars:
+        report = pipeline.run_cycle(
+            _runtime(), cycle_id, progress_for=lambda stage: _Bar(bars, stage)
+        )
     print_report(report)
+
+
+class _Bar:
+    """One stage's rich bar, shown once the stage announces its work."""
+
+    def __init__(self, bars, stage: str) -> None:
+        self.bars, self.stage, self.task = bars, stage, None
+
+    def begin(self, total: int) -> None:
+        if self.task is None:
+            self.task = self.bars.add_task(self.stage, total=total)
+        else:
+            self.bars.update(self.task, total=self.bars.tasks[self.task].total + total)
+
+    def advance(self, done: int) -> None:
+        if self.task is not None:
+            self.bars.advance(self.task, done)
 
 
 @app.command()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from billing.stages.archiving import ArchiveResult, archive_invoices
 from billing.stages.issuing import IssueResult, issue_invoices, register_cycle
 from billing.stages.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
 from billing.stages.printing import PrintResult, print_pending
+from billing.stages.progress import NO_PROGRESS, Progress
 from billing.stages.staging import (
     StagedCycle,
     load_staged,
@@ -35,24 +38,45 @@ from billing.stages.staging import (
 CHANNELS = tuple(str(channel) for channel in MESSAGE_CHANNELS)
 
 
+@dataclass
+class _Done:
+    items: int = 0
+
+
+@contextmanager
+def _timed(runtime: Runtime, run_id: str | None, stage: str, part: int = 0) -> Iterator[_Done]:
+    """Record in the ledger how long this part of `stage` took and how many items it handled
+    (the run report's timings), once it has finished; nothing without a run."""
+    from storage.timings import record_timing
+
+    started, done = datetime.now(UTC), _Done()
+    yield done
+    if run_id:
+        record_timing(runtime.ledger, run_id, stage, part, started, datetime.now(UTC), done.items)
+
+
 def new_run_id(prefix: str = "cli") -> str:
     return f"{prefix}__{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
 
 
-def stage(runtime: Runtime, cycle_id: str, period: BilledPeriod | None = None) -> StagedCycle:
+def stage(
+    runtime: Runtime, cycle_id: str, period: BilledPeriod | None = None, run_id: str | None = None
+) -> StagedCycle:
     """Validate and partition the export of `cycle_id`, and register the cycle in the ledger.
 
     With `period` (a scheduled or backfill run's), an export whose cycle.json bills other days
     is refused before the cycle is registered, so a corrected export can still be run."""
-    staged = stage_cycle(
-        runtime.source,
-        runtime.staging,
-        cycle_id,
-        chunk_size=runtime.settings.chunk_size,
-    )
-    if period is not None:
-        check_period(staged.cycle, period)
-    register_cycle(runtime.ledger, staged.cycle)
+    with _timed(runtime, run_id, "stage") as done:
+        staged = stage_cycle(
+            runtime.source,
+            runtime.staging,
+            cycle_id,
+            chunk_size=runtime.settings.chunk_size,
+        )
+        if period is not None:
+            check_period(staged.cycle, period)
+        register_cycle(runtime.ledger, staged.cycle)
+        done.items = staged.customers
     return staged
 
 
@@ -61,47 +85,67 @@ def staged_chunks(runtime: Runtime, cycle_id: str) -> tuple[ChunkRef, ...]:
     return load_staged(runtime.staging, cycle_id).chunks
 
 
-def issue_chunk(runtime: Runtime, ref: ChunkRef, run_id: str) -> IssueResult:
+def issue_chunk(
+    runtime: Runtime, ref: ChunkRef, run_id: str, progress: Progress = NO_PROGRESS
+) -> IssueResult:
     """Issue the invoices of one staged chunk (idempotent)."""
     staging = runtime.staging
     cycle = load_staged(staging, ref.cycle_id).cycle
-    return issue_invoices(runtime.ledger, cycle, read_chunk(staging, ref), run_id)
-
-
-def issue(runtime: Runtime, cycle_id: str, run_id: str) -> IssueResult:
-    """Issue every chunk of a staged cycle, in chunk order (so numbers follow the chunks)."""
-    result = IssueResult()
-    for ref in staged_chunks(runtime, cycle_id):
-        result += issue_chunk(runtime, ref, run_id)
-    return result
-
-
-def archive_chunk(runtime: Runtime, ref: ChunkRef, run_id: str) -> ArchiveResult:
-    """Render and archive the PDFs of one chunk's invoices that are not archived yet."""
-    return archive_invoices(
-        runtime.ledger,
-        runtime.archive,
-        ref.cycle_id,
-        read_chunk_customer_ids(runtime.staging, ref),
-        run_id,
-        runtime.supplier,
-        runtime.renderer.render,
-        runtime.renderer.template_version,
-        runtime.settings.retention_years,
-        renderers=runtime.render_pool,
+    return issue_invoices(
+        runtime.ledger, cycle, read_chunk(staging, ref), run_id, progress=progress
     )
 
 
-def archive_cycle(runtime: Runtime, cycle_id: str, run_id: str) -> ArchiveResult:
+def issue(
+    runtime: Runtime, cycle_id: str, run_id: str, progress: Progress = NO_PROGRESS
+) -> IssueResult:
+    """Issue every chunk of a staged cycle, in chunk order (so numbers follow the chunks)."""
+    result = IssueResult()
+    with _timed(runtime, run_id, "issue") as done:
+        for ref in staged_chunks(runtime, cycle_id):
+            result += issue_chunk(runtime, ref, run_id, progress)
+        done.items = result.issued + result.existing
+    return result
+
+
+def archive_chunk(
+    runtime: Runtime, ref: ChunkRef, run_id: str, progress: Progress = NO_PROGRESS
+) -> ArchiveResult:
+    """Render and archive the PDFs of one chunk's invoices that are not archived yet."""
+    with _timed(runtime, run_id, "render_archive", ref.number) as done:
+        result = archive_invoices(
+            runtime.ledger,
+            runtime.archive,
+            ref.cycle_id,
+            read_chunk_customer_ids(runtime.staging, ref),
+            run_id,
+            runtime.supplier,
+            runtime.renderer.render,
+            runtime.renderer.template_version,
+            runtime.settings.retention_years,
+            renderers=runtime.render_pool,
+            progress=progress,
+        )
+        done.items = result.archived + result.recovered
+    return result
+
+
+def archive_cycle(
+    runtime: Runtime, cycle_id: str, run_id: str, progress: Progress = NO_PROGRESS
+) -> ArchiveResult:
     """Render and archive every chunk of a staged cycle in this process."""
     result = ArchiveResult()
     for ref in staged_chunks(runtime, cycle_id):
-        result += archive_chunk(runtime, ref, run_id)
+        result += archive_chunk(runtime, ref, run_id, progress)
     return result
 
 
 def notify_chunk(
-    runtime: Runtime, ref: ChunkRef, run_id: str, channels: tuple[str, ...] = CHANNELS
+    runtime: Runtime,
+    ref: ChunkRef,
+    run_id: str,
+    channels: tuple[str, ...] = CHANNELS,
+    progress: Progress = NO_PROGRESS,
 ) -> dict[str, NotifyResult]:
     """Send the unsent e-mail and SMS notices of one chunk's invoices from the outbox."""
     supplier = runtime.supplier
@@ -115,21 +159,28 @@ def notify_chunk(
         "sms": lambda: sms_channel(runtime.sms, supplier, runtime.settings.portal_url or None),
     }
     lease = timedelta(seconds=runtime.settings.notify_lease_seconds)
-    return {
-        name: notify_invoices(
-            engine, archive, ref.cycle_id, customer_ids, builders[name](), run_id, lease=lease
-        )
-        for name in channels
-    }
+    results = {}
+    for name in channels:
+        with _timed(runtime, run_id, f"notify_{name}", ref.number) as done:
+            results[name] = result = notify_invoices(
+                engine, archive, ref.cycle_id, customer_ids, builders[name](), run_id,
+                lease=lease, progress=progress,
+            )  # fmt: skip
+            done.items = result.sent + result.failed + result.pending
+    return results
 
 
 def notify_cycle(
-    runtime: Runtime, cycle_id: str, run_id: str, channels: tuple[str, ...] = CHANNELS
+    runtime: Runtime,
+    cycle_id: str,
+    run_id: str,
+    channels: tuple[str, ...] = CHANNELS,
+    progress: Progress = NO_PROGRESS,
 ) -> dict[str, NotifyResult]:
     """Send every chunk's unsent notices in this process."""
     totals = {name: NotifyResult() for name in channels}
     for ref in staged_chunks(runtime, cycle_id):
-        for name, result in notify_chunk(runtime, ref, run_id, channels).items():
+        for name, result in notify_chunk(runtime, ref, run_id, channels, progress).items():
             totals[name] += result
     return totals
 
@@ -144,9 +195,12 @@ def resend_failed(
 
 def print_cycle(runtime: Runtime, cycle_id: str, run_id: str) -> PrintResult:
     """Put the cycle's paper invoices that are in no batch yet into a print batch."""
-    return print_pending(
-        runtime.ledger, runtime.archive, cycle_id, run_id, runtime.settings.retention_years
-    )
+    with _timed(runtime, run_id, "print_batch") as done:
+        result = print_pending(
+            runtime.ledger, runtime.archive, cycle_id, run_id, runtime.settings.retention_years
+        )
+        done.items = result.queued
+    return result
 
 
 def start_run(runtime: Runtime, cycle_id: str, run_id: str) -> datetime:
@@ -228,15 +282,22 @@ def archive_lifecycle(runtime: Runtime, days: int, storage_class: str) -> dict:
 
 
 def run_cycle(
-    runtime: Runtime, cycle_id: str, run_id: str | None = None, send_notices: bool = True
+    runtime: Runtime,
+    cycle_id: str,
+    run_id: str | None = None,
+    send_notices: bool = True,
+    progress_for: Callable[[str], Progress] | None = None,
 ) -> dict:
-    """Run every stage of one cycle in this process (what the DAG does, without Airflow)."""
+    """Run every stage of one cycle in this process (what the DAG does, without Airflow);
+    `progress_for(stage)` gives what shows each stage's progress (`invoices run`: a bar)."""
     run_id = run_id or new_run_id()
+    shown = progress_for or (lambda stage: NO_PROGRESS)
     start_run(runtime, cycle_id, run_id)
-    stage(runtime, cycle_id)
-    issue(runtime, cycle_id, run_id)
-    archive_cycle(runtime, cycle_id, run_id)
+    stage(runtime, cycle_id, run_id=run_id)
+    issue(runtime, cycle_id, run_id, shown("issue"))
+    archive_cycle(runtime, cycle_id, run_id, shown("render_archive"))
     if send_notices:  # paper is a message to the customer too
-        notify_cycle(runtime, cycle_id, run_id)
+        for channel in CHANNELS:
+            notify_cycle(runtime, cycle_id, run_id, (channel,), shown(f"notify_{channel}"))
         print_cycle(runtime, cycle_id, run_id)
     return finalize_report(runtime, cycle_id, run_id)

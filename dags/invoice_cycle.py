@@ -98,7 +98,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
                     log.info("run bills cycle %s: %s to %s", cycle_id, period.start, period.end)
                 runtime = task_runtime()
                 pipeline.start_run(runtime, cycle_id, context["run_id"])
-                staged = pipeline.stage(runtime, cycle_id, period)
+                staged = pipeline.stage(runtime, cycle_id, period, run_id=context["run_id"])
             # at most 1024 chunks (Airflow's max_map_length): staging sizes chunks to fit
             return {"cycle_id": cycle_id, "chunks": [ref.as_dict() for ref in staged.chunks]}
 
@@ -108,9 +108,11 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
             from airflow_runtime import fail_fast, task_runtime
 
             from billing import pipeline
+            from billing.stages.progress import LogProgress
 
+            run_id = get_current_context()["run_id"]
             with fail_fast():
-                pipeline.issue(task_runtime(), staged["cycle_id"], get_current_context()["run_id"])
+                pipeline.issue(task_runtime(), staged["cycle_id"], run_id, LogProgress("issue"))
             return staged["chunks"]
 
         @task(map_index_template="{{ chunk_label }}")
@@ -119,12 +121,16 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
 
             from billing import pipeline
             from billing.domain.model import ChunkRef
+            from billing.stages.progress import LogProgress
 
             ref = ChunkRef.from_dict(chunk)
             context = get_current_context()
-            context["chunk_label"] = f"chunk {ref.number} of {ref.total}"
+            context["chunk_label"] = label = f"chunk {ref.number} of {ref.total}"
+            progress = LogProgress(f"render_archive {label}")
             with fail_fast():
-                return pipeline.archive_chunk(task_runtime(), ref, context["run_id"]).archived
+                return pipeline.archive_chunk(
+                    task_runtime(), ref, context["run_id"], progress
+                ).archived
 
         def _notify(chunk: dict, channel: str) -> dict:
             """Send one channel's notices of the chunk from the outbox; backfills send none
@@ -133,15 +139,19 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
 
             from billing import pipeline
             from billing.domain.model import ChunkRef
+            from billing.stages.progress import LogProgress
 
             ref = ChunkRef.from_dict(chunk)
             context = get_current_context()
-            context["chunk_label"] = f"chunk {ref.number} of {ref.total}"
+            context["chunk_label"] = label = f"chunk {ref.number} of {ref.total}"
             if not _sends_notices(context):
                 log.info("%s of chunk %s not sent: send_notices is off", channel, ref.number)
                 return {}
             with fail_fast():
-                results = pipeline.notify_chunk(task_runtime(), ref, context["run_id"], (channel,))
+                results = pipeline.notify_chunk(
+                    task_runtime(), ref, context["run_id"], (channel,),
+                    LogProgress(f"notify_{channel} {label}"),
+                )  # fmt: skip
             return {name: vars(result) for name, result in results.items()}
 
         @task(map_index_template="{{ chunk_label }}", pool=SMTP_POOL)

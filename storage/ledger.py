@@ -215,6 +215,19 @@ runs = sa.Table(
     sa.Column("report", sa.Text),
 )
 
+# How long each stage of a run took, per part (a chunk's number; 0 for a stage run once), and
+# how many items it handled: the run report's timings. A retried part replaces its row.
+stage_timings = sa.Table(
+    "stage_timings",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("stage", sa.String(32), primary_key=True),
+    sa.Column("part", sa.Integer, primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("items", sa.Integer, nullable=False),
+)
+
 # The customer's side (billing.accounts, the self-service page and its phone channels).
 
 # Preference changes customers made (web page, 411 line, *100# menu, SMS), newest last. Each row

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from billing.domain.errors import ArchiveError, InvoicePipelineError
 from billing.domain.layout import invoice_key, manifest_key, retention_end
 from billing.domain.model import IssuedInvoice, Supplier
+from billing.stages.progress import NO_PROGRESS, Progress
 from storage.archive import Archive, StoredObject
 from storage.invoice_records import load_invoices, numbers_without_document
 from storage.ledger import cycles, invoice_documents, invoices, lock_manifest_chain, manifests
@@ -59,6 +60,7 @@ def archive_invoices(
     retention_years: int,
     uploaders: int = UPLOADERS,
     renderers: Executor | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> ArchiveResult:
     """Render and archive the invoices of `customer_ids` in the cycle that have no document yet.
 
@@ -69,6 +71,7 @@ def archive_invoices(
     """
     with engine.connect() as conn:
         pending = numbers_without_document(conn, cycle_id, customer_ids)
+    progress.begin(len(pending))
     result = ArchiveResult()
     failures: list[str] = []
     ahead = LOOKAHEAD if renderers is not None else 0
@@ -80,10 +83,10 @@ def archive_invoices(
             in_flight.append((batch, _start_rendering(renderers, render, batch, supplier)))
             while len(in_flight) > ahead:
                 result += _store(engine, archive, pool, *in_flight.popleft(), cycle_id,
-                                 run_id, template_version, retention_years, failures)  # fmt: skip
+                                 run_id, template_version, retention_years, failures, progress)  # fmt: skip
         while in_flight:
             result += _store(engine, archive, pool, *in_flight.popleft(), cycle_id,
-                             run_id, template_version, retention_years, failures)  # fmt: skip
+                             run_id, template_version, retention_years, failures, progress)  # fmt: skip
     if failures:
         shown = "; ".join(failures[:5]) + ("; ..." if len(failures) > 5 else "")
         raise ArchiveError(
@@ -122,7 +125,7 @@ def _start_rendering(
 
 def _store(
     engine, archive, pool, batch, rendering, cycle_id, run_id, template_version, retention_years,
-    failures,
+    failures, progress,
 ) -> ArchiveResult:  # fmt: skip
     """Upload one rendered batch (in the upload pool) and record its documents."""
     rendered = [data for future in rendering for data in future.result()]
@@ -142,7 +145,9 @@ def _store(
             failures.append(f"{invoice.number}: {exc}")
             continue
         rows.append(_document_row(invoice, stored, cycle_id, template_version, run_id))
-    return _record(engine, rows)
+    recorded = _record(engine, rows)
+    progress.advance(len(batch))
+    return recorded
 
 
 def _document_row(invoice, stored: StoredObject, cycle_id, template_version, run_id) -> dict:

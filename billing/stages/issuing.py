@@ -28,6 +28,7 @@ from billing.domain.model import Charge, Customer, Cycle
 from billing.domain.money import compute_totals, line_net
 from billing.domain.notices import NoticeStatus
 from billing.domain.routing import recipient, route
+from billing.stages.progress import NO_PROGRESS, Progress
 from storage.invoice_records import customer_snapshot
 from storage.ledger import cycles, invoice_lines, invoice_vat, invoices, notices, series_counters
 from storage.preferences import settle_overrides
@@ -93,11 +94,15 @@ def issue_invoices(
     items: Sequence[tuple[Customer, Sequence[Charge]]],
     run_id: str,
     batch_size: int = 500,
+    progress: Progress = NO_PROGRESS,
 ) -> IssueResult:
     """Issue the invoices of `items` (customers with their charges), one transaction per batch."""
     result = IssueResult()
+    progress.begin(len(items))
     for start in range(0, len(items), batch_size):
-        result += _issue_batch(engine, cycle, items[start : start + batch_size], run_id)
+        batch = items[start : start + batch_size]
+        result += _issue_batch(engine, cycle, batch, run_id)
+        progress.advance(len(batch))
     return result
 
 

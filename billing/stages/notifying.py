@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from billing.domain.errors import PermanentDeliveryError
 from billing.domain.model import IssuedInvoice, Supplier
 from billing.domain.notices import CLAIMABLE, NoticeStatus
+from billing.stages.progress import NO_PROGRESS, Progress
 from notifiers.base import DeliveryResult, Notifier, Outgoing
 from storage.archive import Archive
 from storage.invoice_records import load_invoices
@@ -101,6 +102,7 @@ def notify_invoices(
     run_id: str,
     keys: Sequence[str] | None = None,
     lease: timedelta = DEFAULT_LEASE,
+    progress: Progress = NO_PROGRESS,
 ) -> NotifyResult:
     """Send the cycle's unsent notices on `channel` for these customers (or only `keys`)."""
     query = (
@@ -120,6 +122,7 @@ def notify_invoices(
         query = query.where(notices.c.key.in_(keys))
     with engine.connect() as conn:
         todo = conn.execute(query).all()
+    progress.begin(len(todo))
     result = NotifyResult()
     for start in range(0, len(todo), channel.batch):
         batch = todo[start : start + channel.batch]
@@ -150,6 +153,7 @@ def notify_invoices(
         late = [r for r in results if r.key not in recorder.recorded]
         late += [r for r in unusable if r.key in claimed]
         result += _record(engine, late, run_id, token)
+        progress.advance(len(batch))
     return result
 
 

@@ -69,11 +69,12 @@ def pick_examples(items: Iterable[Mapping], key: str, limit: int) -> list:
 
 def format_report(report: dict) -> str:
     """The run report as fixed-width plain text (sections: warnings when there are any, run,
-    stages, notices, totals, quarantine, failures)."""
+    stages, timings, notices, totals, quarantine, failures)."""
     sections = [
         _warnings_section(report),
         _run_section(report),
         _stages_section(report),
+        _timings_section(report),
         _notices_section(report),
         _totals_section(report),
         _quarantine_section(report),
@@ -125,6 +126,33 @@ STAGE_ROWS = (
 def _stages_section(report: dict) -> str:
     rows = [(label, report[key]) for key, label in STAGE_ROWS if key in report]
     return _section("stages", _table(("stage", "count"), rows, "<>")) if rows else ""
+
+
+def _timings_section(report: dict) -> str:
+    """Each stage's wall time, items and rate, then the run's end-to-end rate: the figures ops
+    and `make bench` read."""
+    timings = report.get("timings") or {}
+    if not timings:
+        return ""
+    throughput = report.get("throughput") or {}
+    rows = []
+    for stage, seconds in timings.items():
+        if stage == "total":
+            continue
+        figures = throughput.get(stage) or {}
+        rate = figures.get("per_second")
+        rows.append((
+            stage, f"{seconds:.1f}", figures.get("items", ""), figures.get("parts", ""),
+            f"{rate:.0f}" if rate is not None else "",
+        ))  # fmt: skip
+    rate = report.get("rate")
+    rows.append((
+        "end to end", f"{timings.get('total', 0):.1f}",
+        report.get("invoices_issued", 0) + report.get("invoices_existing", 0), "",
+        f"{rate:.1f}" if rate is not None else "",
+    ))  # fmt: skip
+    headers = ("stage", "seconds", "items", "parts", "per second")
+    return _section("timings", _table(headers, rows, "<>>>>"))
 
 
 def _notices_section(report: dict) -> str:

@@ -26,6 +26,7 @@ from billing.stages.staging import load_staged
 from storage.archive import Archive
 from storage.blobs import BlobStore
 from storage.ledger import invoice_documents, invoices, notices, runs
+from storage.timings import stage_spans
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,41 @@ def run_warnings(report: dict) -> list[str]:
     return warnings
 
 
+def run_timings(
+    engine: Engine,
+    run_id: str,
+    started_at: datetime,
+    report_started: datetime,
+    finished_at: datetime,
+    report: dict,
+) -> dict:
+    """The report's `timings` (each stage's span in seconds, from its first part's start to its
+    last part's end, then `report` and the run's `total`), `rate` (invoices of the cycle per
+    second end to end) and, per stage, `throughput`: items, parts, seconds, the parts' own
+    seconds added up (above the span when parts ran in parallel) and items per second."""
+    spans = stage_spans(engine, run_id)
+    total = (finished_at - started_at).total_seconds()
+    timings = {span.stage: round(span.seconds, 3) for span in spans}
+    timings["report"] = round((finished_at - report_started).total_seconds(), 3)
+    timings["total"] = round(total, 3)
+    invoiced = report["invoices_issued"] + report["invoices_existing"]
+    throughput = {
+        span.stage: {
+            "items": span.items,
+            "parts": span.parts,
+            "seconds": round(span.seconds, 3),
+            "busy_seconds": round(span.busy_seconds, 3),
+            "per_second": round(span.items / span.seconds, 1) if span.seconds > 0 else None,
+        }
+        for span in spans
+    }
+    return {
+        "timings": timings,
+        "rate": round(invoiced / total, 2) if total > 0 else None,
+        "throughput": throughput,
+    }
+
+
 def finalize_report(
     engine: Engine,
     archive: Archive,
@@ -244,6 +280,7 @@ def finalize_report(
     """Write the cycle manifest and the run report (contract 4); the report also goes to the
     ledger's run row. Every count is read back from the ledger and staging, so a retried or
     re-run task is counted once."""
+    report_started = datetime.now(UTC)
     started_at = start_run(engine, cycle_id, run_id)
     staged = load_staged(staging, cycle_id)
     manifest = finalize_manifest(engine, archive, cycle_id, retention_years)
@@ -280,6 +317,7 @@ def finalize_report(
         "quarantine": quarantine,
         "failures": failures,
     }
+    report.update(run_timings(engine, run_id, started_at, report_started, finished_at, report))
     report["warnings"] = run_warnings(report)
     for warning in report["warnings"]:
         log.warning("cycle %s, run %s: %s", cycle_id, run_id, warning)
