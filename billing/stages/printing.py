@@ -46,7 +46,7 @@ def print_pending(
             customer_id=invoices[p.number].customer.customer_id,
             name=invoices[p.number].customer.name,
             mailing_address=invoices[p.number].customer.mailing_address,
-            pdf=archive.get(p.pdf, p.version_id),
+            read_pdf=lambda p=p: archive.get(p.pdf, p.version_id),
         )
         for p in pending
     ]

@@ -29,7 +29,7 @@ def mailing_rows(name: str, street: str) -> list[dict[str, str]]:
         mailing_address=Address(
             street=street, city="Iași", county="Iași", postal_code="700001", country="RO"
         ),
-        pdf=one_page_pdf(),
+        read_pdf=one_page_pdf,
     )
     _, mailing = build_print_batch([item])
     return list(csv.DictReader(io.StringIO(mailing.decode("utf-8"), newline="")))
