@@ -32,6 +32,7 @@ class Settings:
     archive_url: str
     staging_url: str
     chunk_size: int = 1000
+    print_batch_size: int = 1000  # invoices per file of the print batch
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_username: str = ""
@@ -118,6 +119,7 @@ class Settings:
             archive_url=get("INVOICES_ARCHIVE_URL", str(home / "archive")),
             staging_url=get("INVOICES_STAGING_URL", str(home / "staging")),
             chunk_size=_positive_int(get("INVOICES_CHUNK_SIZE", "1000"), "INVOICES_CHUNK_SIZE"),
+            print_batch_size=whole("INVOICES_PRINT_BATCH_SIZE", 1000),
             smtp_host=get("INVOICES_SMTP_HOST"),
             smtp_port=_positive_int(
                 get("INVOICES_SMTP_PORT", "465" if tls == "ssl" else "25"), "INVOICES_SMTP_PORT"
