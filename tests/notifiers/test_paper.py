@@ -95,7 +95,7 @@ def paper_items(count: int, reads: list[str] | None = None) -> list[PaperItem]:
                 "Str. Mare nr. 1", "Iași", "Iași", f"{700_000 + (n * 37) % 90:06d}"
             ),
             read_pdf=functools.partial(read, n),
-        )  # fmt: skip
+        )
         for n in range(1, count + 1)
     ]
 
