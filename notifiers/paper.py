@@ -22,8 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pypdf import PdfReader
+from pypdf.errors import PyPdfError
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, PdfObject, StreamObject
 
+from billing.domain.errors import RenderError
 from billing.domain.model import Address
 from billing.domain.spreadsheet import spreadsheet_row
 
@@ -62,7 +64,7 @@ def build_print_batch(items: Sequence[PaperItem]) -> tuple[bytes, bytes]:
     table.writerow(CSV_COLUMNS)
     page = 1
     for sequence, item in enumerate(sorted(items, key=print_order), start=1):
-        pages = merged.append(item.read_pdf())
+        pages = merged.append(item.read_pdf(), item.number)
         a = item.mailing_address
         # the print house opens this in a spreadsheet: a name must not run as a formula
         table.writerow(
@@ -86,15 +88,18 @@ class _StreamingMerge:
         self.kids: list[int] = []
         self.shared: dict[bytes, int] = {}  # sha256 of an object's bytes -> its number
 
-    def append(self, pdf: bytes) -> int:
-        """Write every page of `pdf`; returns how many there were."""
-        reader = PdfReader(io.BytesIO(pdf))
-        copied: dict[tuple[int, int], int] = {}  # this source's object -> its number here
-        for page in reader.pages:  # pypdf puts inherited attributes on each page
-            body = self._dictionary(page, copied, skip=("/Parent",))
-            body = body[:-2] + b"/Parent %d 0 R\n>>" % _PAGES
-            self.kids.append(self._write(body))  # a page is never shared: it is one place
-        return len(reader.pages)
+    def append(self, pdf: bytes, number: str) -> int:
+        """Write every page of invoice `number`'s `pdf`; returns how many there were."""
+        try:
+            reader = PdfReader(io.BytesIO(pdf))
+            copied: dict[tuple[int, int], int] = {}  # this source's object -> its number here
+            for page in reader.pages:  # pypdf puts inherited attributes on each page
+                body = self._dictionary(page, copied, skip=("/Parent",))
+                body = body[:-2] + b"/Parent %d 0 R\n>>" % _PAGES
+                self.kids.append(self._write(body))  # a page is never shared: it is one place
+            return len(reader.pages)
+        except (PyPdfError, ValueError) as error:  # trying again reads the same bytes
+            raise RenderError(f"invoice {number}: its PDF cannot be merged: {error}") from error
 
     def finish(self) -> bytes:
         kids = b" ".join(b"%d 0 R" % n for n in self.kids)

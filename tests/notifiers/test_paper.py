@@ -12,6 +12,7 @@ import tracemalloc
 import pytest
 from pypdf import PdfReader, PdfWriter
 
+from billing.domain.errors import RenderError
 from billing.domain.model import Address
 from notifiers.paper import PaperItem, build_print_batch
 from renderers.pdf import render_invoice
@@ -157,3 +158,13 @@ def test_the_merge_holds_one_source_pdf_not_every_one():
     average = sum(len(invoice_pdf(n)) for n in range(1, 41)) / 40
     per_invoice = (peak(40) - peak(10)) / 30
     assert per_invoice < 2.5 * average, (per_invoice, average)
+
+
+def test_a_pdf_that_cannot_be_merged_fails_naming_its_invoice():
+    # a retry would read the same bytes: RenderError fails the task at once
+    (item,) = paper_items(1)
+    broken = PaperItem(
+        item.number, item.customer_id, item.name, item.mailing_address, lambda: b"%PDF-1.4 cut"
+    )
+    with pytest.raises(RenderError, match="invoice OR00000001: its PDF cannot be merged"):
+        build_print_batch([broken])
