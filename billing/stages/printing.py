@@ -62,8 +62,9 @@ def print_pending(
         _mark_sent(engine, [p.key for p in pending], name, run_id)
         parts.append(name)
         queued += len(pending)
-        # pypdf's readers are reference cycles: freed here, a part's garbage never adds to the
-        # next part's peak (at 1000 invoices a part, a full collection is ~1 % of the time)
+        # pypdf's readers are reference cycles that the generational collector may leave for
+        # long in a big worker: freed here, a part's garbage never adds to the next part's
+        # peak (measured: 70-130 ms a collection, against about 2.5 s for a part of 1000)
         del pdf, mailing
         gc.collect()
     return PrintResult(queued, parts[0] if parts else None, tuple(parts))
