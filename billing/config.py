@@ -32,7 +32,6 @@ class Settings:
     archive_url: str
     staging_url: str
     chunk_size: int = 1000
-    print_batch_size: int = 1000  # invoices per file of the print batch
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_username: str = ""
@@ -48,6 +47,7 @@ class Settings:
     retention_years: int = 10
     link_expiry_seconds: int = 900
     notify_lease_seconds: int = 600
+    print_batch_size: int = 1000  # invoices per file of the print batch
     mail_link_url: str = ""  # set: e-mails link to this self-service page instead of attaching
     # The self-service page (contract 6) and its phone-channel API.
     portal_url: str = ""  # the page's public address, in SMS notices; empty: none
@@ -119,7 +119,6 @@ class Settings:
             archive_url=get("INVOICES_ARCHIVE_URL", str(home / "archive")),
             staging_url=get("INVOICES_STAGING_URL", str(home / "staging")),
             chunk_size=_positive_int(get("INVOICES_CHUNK_SIZE", "1000"), "INVOICES_CHUNK_SIZE"),
-            print_batch_size=whole("INVOICES_PRINT_BATCH_SIZE", 1000),
             smtp_host=get("INVOICES_SMTP_HOST"),
             smtp_port=_positive_int(
                 get("INVOICES_SMTP_PORT", "465" if tls == "ssl" else "25"), "INVOICES_SMTP_PORT"
@@ -142,6 +141,7 @@ class Settings:
             notify_lease_seconds=_positive_int(
                 get("INVOICES_NOTIFY_LEASE_SECONDS", "600"), "INVOICES_NOTIFY_LEASE_SECONDS", 0
             ),
+            print_batch_size=whole("INVOICES_PRINT_BATCH_SIZE", 1000),
             mail_link_url=link_url,
             portal_url=portal_url,
             portal_secret=secret,
