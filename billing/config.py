@@ -49,6 +49,7 @@ class Settings:
     retention_years: int = 10
     link_expiry_seconds: int = 900
     notify_lease_seconds: int = 600
+    print_batch_size: int = 1000  # invoices per file of the print batch
     mail_link_url: str = ""  # set: e-mails link to this self-service page instead of attaching
     # The self-service page (contract 6) and its phone-channel API.
     portal_url: str = ""  # the page's public address, in SMS notices; empty: none
@@ -145,6 +146,7 @@ class Settings:
             notify_lease_seconds=_positive_int(
                 get("INVOICES_NOTIFY_LEASE_SECONDS", "600"), "INVOICES_NOTIFY_LEASE_SECONDS", 0
             ),
+            print_batch_size=whole("INVOICES_PRINT_BATCH_SIZE", 1000),
             mail_link_url=link_url,
             portal_url=portal_url,
             portal_secret=secret,

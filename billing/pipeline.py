@@ -194,11 +194,13 @@ def resend_failed(
 
 
 def print_cycle(runtime: Runtime, cycle_id: str, run_id: str) -> PrintResult:
-    """Put the cycle's paper invoices that are in no batch yet into a print batch."""
+    """Put the cycle's paper invoices that are in no batch yet into the print batch, in parts
+    of at most `INVOICES_PRINT_BATCH_SIZE` invoices."""
     with _timed(runtime, run_id, "print_batch") as done:
         result = print_pending(
-            runtime.ledger, runtime.archive, cycle_id, run_id, runtime.settings.retention_years
-        )
+            runtime.ledger, runtime.archive, cycle_id, run_id, runtime.settings.retention_years,
+            runtime.settings.print_batch_size,
+        )  # fmt: skip
         done.items = result.queued
     return result
 

@@ -1,9 +1,10 @@
 """Where each document lives in the archive (contracts 4 and 7), and how long it is kept.
 
-    invoices/<customer_id>/<number>.pdf          the invoice, written once
-    manifests/<cycle_id>.json                    the cycle manifest (hash-chained)
-    print/<cycle_id>/batch-<n>-<digest>.pdf|csv  a print batch and its mailing list
-    reports/<cycle_id>/<run_id>.json             a run report (+ .quarantine.csv)
+    invoices/<customer_id>/<number>.pdf               the invoice, written once
+    manifests/<cycle_id>.json                         the cycle manifest (hash-chained)
+    print/<cycle_id>/part-<k>-<n>-<digest>.pdf|csv    part k of the print batch (n invoices) and
+                                                      its mailing list
+    reports/<cycle_id>/<run_id>.json                  a run report (+ .quarantine.csv)
 
 Every key is built here, so a reader (audit, the view, the report) and the writer never disagree.
 """
@@ -26,11 +27,12 @@ def manifest_key(cycle_id: str) -> str:
     return f"manifests/{cycle_id}.json"
 
 
-def print_batch_key(cycle_id: str, numbers: Sequence[str]) -> str:
-    """The key (without .pdf/.csv) of the batch holding `numbers`: it depends only on which
-    invoices the batch holds, so writing the same batch again finds it."""
+def print_part_key(cycle_id: str, part: int, numbers: Sequence[str]) -> str:
+    """The key (without .pdf/.csv) of part `part` (1, 2, ... in postal-code order) of the
+    cycle's print batch, holding `numbers`: it depends only on its place and on which invoices
+    it holds, so writing the same part again finds it. The names sort in print order."""
     digest = hashlib.sha256("\n".join(sorted(numbers)).encode()).hexdigest()[:12]
-    return f"print/{cycle_id}/batch-{len(numbers):05d}-{digest}"
+    return f"print/{cycle_id}/part-{part:04d}-{len(numbers):05d}-{digest}"
 
 
 def reports_prefix(cycle_id: str) -> str:

@@ -1,66 +1,126 @@
-"""The print step: put the cycle's pending paper notices into a print batch in the archive."""
+"""The print step: put the cycle's pending paper notices into the print batch in the archive, one
+part (at most `part_size` invoices: a PDF and its mailing CSV) at a time.
+
+The cycle's pending paper notices are ordered by mailing postal code, then invoice number, in the
+ledger; each part is the first `part_size` of those still pending. Once a part is archived, its
+notices are marked sent with the part's name, so they leave the pending set and the next part is
+the next `part_size`. Memory holds one part's rows and one invoice PDF at a time, whatever the
+size of the cycle; a run that crashed after part k starts again at the first part not marked,
+which has the same invoices, so the same name and bytes (a no-op in the write-once archive).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from billing.domain.layout import print_batch_key, retention_end
+from billing.domain.layout import print_part_key, retention_end
 from billing.domain.notices import Channel, NoticeStatus
 from notifiers.paper import PaperItem, build_print_batch
 from storage.archive import Archive
 from storage.invoice_records import load_invoices
-from storage.ledger import invoice_documents, notices
+from storage.ledger import invoice_documents, invoices, notices
+
+PART_SIZE = 1000  # invoices per part: INVOICES_PRINT_BATCH_SIZE
 
 
 @dataclass(frozen=True)
 class PrintResult:
+    """`queued`: paper invoices put into the batch by this run; `parts`: the archive keys
+    (without .pdf/.csv) of the parts it wrote, in print order; `batch`: the first of them."""
+
     queued: int
-    batch: str | None  # the archive key prefix of the batch written, if any
+    batch: str | None
+    parts: tuple[str, ...] = field(default=())
 
 
 def print_pending(
-    engine: Engine, archive: Archive, cycle_id: str, run_id: str, retention_years: int
+    engine: Engine,
+    archive: Archive,
+    cycle_id: str,
+    run_id: str,
+    retention_years: int,
+    part_size: int = PART_SIZE,
 ) -> PrintResult:
-    """Write one batch (`<batch>.pdf` + `<batch>.csv`) of every paper notice of the cycle that
-    is not in a batch yet, kept `retention_years` like the invoices it holds, then mark those
-    notices sent with the batch's name."""
+    """Write every paper notice of the cycle that is not in the batch yet into parts of at most
+    `part_size` invoices (`<part>.pdf` + `<part>.csv`), each kept `retention_years` like the
+    invoices it holds, marking each part's notices sent with its name once it is archived."""
+    parts: list[str] = []
+    queued = 0
+    while pending := _next_part(engine, cycle_id, part_size):
+        done = pending[0].parts_done  # read with the rows: a part's place never moves
+        name = print_part_key(cycle_id, done + 1, [p.number for p in pending])
+        pdf, mailing = build_print_batch(_paper_items(engine, archive, pending))
+        retain = retention_end(max(p.issue_date for p in pending), retention_years)
+        archive.put_once(f"{name}.pdf", pdf, retain)
+        archive.put_once(f"{name}.csv", mailing, retain)
+        _mark_sent(engine, [p.key for p in pending], name, run_id)
+        parts.append(name)
+        queued += len(pending)
+        # pypdf's readers are reference cycles that the generational collector may leave for
+        # long in a big worker: freed here, a part's garbage never adds to the next part's
+        # peak (measured: 70-130 ms a collection, against about 2.5 s for a part of 1000)
+        del pdf, mailing
+        gc.collect()
+    return PrintResult(queued, parts[0] if parts else None, tuple(parts))
+
+
+def _next_part(engine: Engine, cycle_id: str, part_size: int) -> Sequence[sa.Row]:
+    """The first `part_size` pending paper notices of the cycle in print order, each with the
+    number of parts of the cycle already sent (in one statement: one consistent view)."""
+    mailing_postal_code = sa.case(
+        (invoices.c.paper_street != "", invoices.c.paper_postal_code), else_=invoices.c.postal_code
+    )
+    number = invoices.c.number
+    if engine.dialect.name == "postgresql":  # byte order, as Python sorts (SQLite's default)
+        mailing_postal_code, number = mailing_postal_code.collate("C"), number.collate("C")
+    parts_done = (
+        sa.select(sa.func.count(sa.distinct(notices.c.provider_message_id)))
+        .where(notices.c.cycle_id == cycle_id, notices.c.channel == Channel.PAPER,
+               notices.c.status == NoticeStatus.SENT)
+        .scalar_subquery()
+    )  # fmt: skip
     with engine.connect() as conn:
-        pending = conn.execute(
-            sa.select(notices.c.key, notices.c.number, invoice_documents.c.key.label("pdf"),
-                      invoice_documents.c.version_id)
+        return conn.execute(
+            sa.select(notices.c.key, notices.c.number, invoices.c.issue_date,
+                      invoice_documents.c.key.label("pdf"), invoice_documents.c.version_id,
+                      parts_done.label("parts_done"))
+            .join(invoices, invoices.c.number == notices.c.number)
             .join(invoice_documents, invoice_documents.c.number == notices.c.number)
             .where(notices.c.cycle_id == cycle_id, notices.c.channel == Channel.PAPER,
                    notices.c.status != NoticeStatus.SENT)
-            .order_by(notices.c.number)
+            .order_by(mailing_postal_code, number)
+            .limit(part_size)
         ).all()  # fmt: skip
-        invoices = {i.number: i for i in load_invoices(conn, [p.number for p in pending])}
-    if not pending:
-        return PrintResult(0, None)
-    items = [
+
+
+def _paper_items(engine: Engine, archive: Archive, pending: Sequence[sa.Row]) -> list[PaperItem]:
+    """The part's invoices as the print house needs them; each PDF is read when it is merged."""
+    with engine.connect() as conn:
+        issued = {i.number: i for i in load_invoices(conn, [p.number for p in pending])}
+    return [
         PaperItem(
             number=p.number,
-            customer_id=invoices[p.number].customer.customer_id,
-            name=invoices[p.number].customer.name,
-            mailing_address=invoices[p.number].customer.mailing_address,
-            pdf=archive.get(p.pdf, p.version_id),
+            customer_id=issued[p.number].customer.customer_id,
+            name=issued[p.number].customer.name,
+            mailing_address=issued[p.number].customer.mailing_address,
+            read_pdf=lambda p=p: archive.get(p.pdf, p.version_id),
         )
         for p in pending
     ]
-    pdf, mailing = build_print_batch(items)
-    name = print_batch_key(cycle_id, [p.number for p in pending])
-    retain = retention_end(next(iter(invoices.values())).issue_date, retention_years)
-    archive.put_once(f"{name}.pdf", pdf, retain)
-    archive.put_once(f"{name}.csv", mailing, retain)
+
+
+def _mark_sent(engine: Engine, keys: list[str], name: str, run_id: str) -> None:
     now = datetime.now(UTC)
     with engine.begin() as conn:
         conn.execute(
             notices.update()
-            .where(notices.c.key.in_([p.key for p in pending]))
+            .where(notices.c.key.in_(keys))
             .values(status=NoticeStatus.SENT, attempts=notices.c.attempts + 1, provider_message_id=name,
                     updated_at=now, sent_at=now, run_id=run_id)
         )  # fmt: skip
-    return PrintResult(len(pending), name)

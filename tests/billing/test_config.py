@@ -16,6 +16,7 @@ from billing.domain.errors import ConfigurationError
         pytest.param("INVOICES_SMS_RATE", "fast", id="sms-rate"),
         pytest.param("INVOICES_ARCHIVE_LOCK_MODE", "forever", id="lock-mode"),
         pytest.param("INVOICES_ARCHIVE_RETENTION_YEARS", "0", id="retention"),
+        pytest.param("INVOICES_PRINT_BATCH_SIZE", "0", id="print-batch-size"),
         pytest.param("INVOICES_BILL_CYCLE_DAYS", "1,31", id="bill-day"),
         pytest.param("INVOICES_MAIL_LINK_URL", "javascript:alert(1)", id="link-not-http"),
         pytest.param("INVOICES_MAIL_LINK_URL", "facturi.example.ro", id="link-no-scheme"),
