@@ -25,6 +25,7 @@ endif
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= WARNING
 
 BENCH_ARGS ?=  # e.g. BENCH_ARGS="--customers 20000 --ledger sqlite"
+N ?= 20000  # customers of the end-to-end row of make bench (through the DAG); N=1000000 for the full run
 CYCLE ?= $(shell ls sample_data/cycles 2>/dev/null | sort | tail -n 1)
 
 # `make airflow`: the UI's port, and where the running Airflow's session id is kept.
@@ -174,6 +175,7 @@ bench: install
 	$(BIN)/python -m notifiers.bench
 	$(BIN)/python -m billing.bench $(BENCH_ARGS)
 	$(BIN)/python -m portal.bench
+	$(BIN)/python -m billing.bench_e2e --customers $(N)
 
 # Re-pin every package after changing dependencies in pyproject.toml.
 constraints:

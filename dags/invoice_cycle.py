@@ -177,7 +177,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
                 return {"queued": 0, "batch": None}
             with fail_fast():
                 result = pipeline.print_cycle(task_runtime(), staged["cycle_id"], context["run_id"])
-            return {"queued": result.queued, "batch": result.batch}
+            return {"queued": result.queued, "batch": result.batch, "parts": list(result.parts)}
 
         @task(trigger_rule="none_failed")
         def report(staged: dict) -> str:

@@ -1,0 +1,159 @@
+"""End-to-end benchmark: one synthetic cycle of N customers through the real DAG (`make run`),
+its wall time and rate per stage from the run report, the peak memory of the largest process,
+and the single-core PDF floor measured in the same run, so the figure compares across machines.
+
+    python -m billing.bench_e2e [--customers N] [--keep DIR]
+
+The floor is a bare reportlab page in the invoice font (`renderers.bench.floor_page`), rendered
+on one core before the run starts: the end-to-end rate divided by it says how close the whole
+pipeline comes to doing nothing but drawing one page per invoice on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from billing.config import CHECKOUT, usable_cpus
+from renderers.bench import floor_page, median_rates
+from sample_data.generator import write_cycle
+
+CYCLE = "2026-11"
+TARGET_FLOOR_RATIO = 0.5  # issue 13: end to end at least half the single-core floor
+
+
+class PeakMemory:
+    """Polls a process tree and keeps the highest peak RSS (VmHWM) any one process reached."""
+
+    def __init__(self, root: int, every: float = 0.25) -> None:
+        self.root, self.every = root, every
+        self.peak_mb, self.peak_name = 0.0, ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                tree = [psutil.Process(self.root), *psutil.Process(self.root).children(True)]
+            except psutil.NoSuchProcess:
+                return
+            for process in tree:
+                peak = _vm_hwm_mb(process.pid)
+                if peak > self.peak_mb:
+                    try:
+                        name = " ".join(process.cmdline()[:3])
+                    except psutil.Error:  # it ended meanwhile
+                        name = "?"
+                    self.peak_mb, self.peak_name = peak, name
+            self._stop.wait(self.every)
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_through_dag(workdir: Path, customers: int) -> tuple[dict, float, float, str]:
+    """(run report, wall seconds of `make run`, peak MB of the largest process, its command)."""
+    source = workdir / "source"
+    write_cycle(source, CYCLE, customers, seed=13)
+    env = os.environ | {
+        "INVOICES_HOME": str(workdir / "home"),
+        "INVOICES_SOURCE_URL": str(source),
+    }
+    env.pop("AIRFLOW_HOME", None)
+    make = ["make", "--no-print-directory", "-C", str(CHECKOUT)]
+    subprocess.run([*make, "airflow-db"], env=env, check=True, stdout=subprocess.DEVNULL)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*make, "run", f"CYCLE={CYCLE}"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    memory = PeakMemory(process.pid)
+    output, _ = process.communicate()
+    wall = time.perf_counter() - started
+    memory.stop()
+    if process.returncode:
+        sys.exit(f"make run failed:\n{output[-3000:]}")
+    reports = sorted((workdir / "home" / "archive" / "reports" / CYCLE).glob("*.json"))
+    return json.loads(reports[-1].read_text()), wall, memory.peak_mb, memory.peak_name
+
+
+def table(report: dict, wall: float, peak_mb: float, peak_name: str, floor: float) -> Table:
+    timings, throughput = report["timings"], report["throughput"]
+    invoices = report["invoices_issued"] + report["invoices_existing"]
+    out = Table(
+        title=f"End to end through the DAG (make run): {report['customers']:,} customers",
+        caption=(
+            f"usable CPUs = {usable_cpus()}; single-core floor = {floor:,.0f} bare pages/s "
+            f"(renderers.bench); peak RSS of the largest process: {peak_mb:,.0f} MB "
+            f"({peak_name})"
+        ),
+    )
+    for column in ("stage", "seconds", "items", "per second", "vs floor"):
+        out.add_column(column, justify="left" if column == "stage" else "right")
+    busy = timings.get("report", 0.0)
+    for stage, seconds in timings.items():
+        if stage == "total":
+            continue
+        figures = throughput.get(stage, {})
+        busy += figures.get("busy_seconds", 0.0)
+        rate = figures.get("per_second")
+        out.add_row(
+            stage, f"{seconds:.1f}", f"{figures.get('items', '')}",
+            f"{rate:,.0f}" if rate else "", f"{rate / floor:.2f}" if rate else "",
+        )  # fmt: skip
+    # stages' spans may overlap (Airflow interleaves mapped tasks); their parts' own time does not
+    out.add_row("Airflow between the tasks", f"{timings['total'] - busy:.1f}", "", "", "")
+    out.add_row(
+        "run (report's total)", f"{timings['total']:.1f}", f"{invoices:,}",
+        f"{report['rate']:,.1f}", f"{report['rate'] / floor:.2f}",
+    )  # fmt: skip
+    whole = invoices / wall
+    out.add_row(
+        "make run (with Airflow start)", f"{wall:.1f}", f"{invoices:,}", f"{whole:,.1f}",
+        f"{whole / floor:.2f} (goal >= {TARGET_FLOOR_RATIO})",
+    )  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    args = parser.parse_args(argv)
+    floor = median_rates([floor_page], 3.0)[0]
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="invoices-bench-e2e-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        report, wall, peak_mb, peak_name = run_through_dag(workdir, args.customers)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    Console().print(table(report, wall, peak_mb, peak_name, floor))
+
+
+if __name__ == "__main__":
+    main()
