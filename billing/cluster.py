@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SAMPLE_CYCLES = CHECKOUT / "sample_data" / "cycles"
@@ -227,6 +228,9 @@ class Cluster:
                     f"port {port} (for {what}) is taken: stop what runs there, or choose "
                     "another with CLUSTER_PORT / CLUSTER_S3_PORT"
                 )
+        broker = urlsplit(s.redis_url)
+        if not port_open(broker.port or 6379, broker.hostname or "127.0.0.1"):
+            raise ClusterRefused(f"Redis, the Celery broker, does not answer at {s.redis_url}")
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_secrets()
         self._reset_databases()
@@ -550,9 +554,9 @@ def port_free(port: int) -> bool:
     return True
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        socket.create_connection((host, port), timeout=2).close()
     except OSError:
         return False
     return True
