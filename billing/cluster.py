@@ -598,8 +598,10 @@ def _start(settings: ClusterSettings, cycle: Path, timeout: float) -> int:
     except ClusterRefused as exc:
         print(f"the cluster was not started: {exc}", file=sys.stderr)
         return 1
-    except ClusterError as exc:
-        cluster.stop()  # what did start, so that a new start finds its ports free
+    except BaseException as exc:  # Ctrl-C too: stop what did start, so its ports are free again
+        cluster.stop()
+        if not isinstance(exc, ClusterError):
+            raise
         print(f"the cluster did not start: {exc}", file=sys.stderr)
         return 1
     password = cluster._secrets()["password"]
