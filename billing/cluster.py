@@ -236,14 +236,8 @@ class Cluster:
         self._reset_databases()
         self._spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s.s3_port)],
                     s.base_env, self.root)  # fmt: skip
-        self._airflow_cli("db", "migrate")
-        self._create_buckets()
-
-        control = self.control_env()
         airflow = str(BIN / "airflow")
-        self._spawn("api-server", [airflow, "api-server"], control, self.root)
-        self._spawn("scheduler", [airflow, "scheduler", "--skip-serve-logs"], control, self.root)
-        self._spawn("dag-processor", [airflow, "dag-processor"], control, self.root)
+        # Workers need no database: they start while Airflow's is migrated.
         for worker in s.workers:
             argv = [
                 airflow, "celery", "worker", "--celery-hostname", worker,
@@ -251,6 +245,13 @@ class Cluster:
                 "--skip-serve-logs", "--without-mingle", "--without-gossip",
             ]  # fmt: skip
             self._spawn(worker, argv, self.worker_env(worker), self.root / worker)
+        self._airflow_cli("db", "migrate")
+        self._create_buckets()
+
+        control = self.control_env()
+        self._spawn("api-server", [airflow, "api-server"], control, self.root)
+        self._spawn("scheduler", [airflow, "scheduler", "--skip-serve-logs"], control, self.root)
+        self._spawn("dag-processor", [airflow, "dag-processor"], control, self.root)
 
         self._wait("the API server to answer", self._api_healthy, 240, "api-server")
         for worker in s.workers:
@@ -627,8 +628,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     start = commands.add_parser("start", help="start the cluster and run a cycle on it")
     start.add_argument("--cycle", default=max(p.name for p in SAMPLE_CYCLES.iterdir()),
                        help="a committed sample cycle (default: the newest)")  # fmt: skip
-    start.add_argument("--api-port", type=int, default=ClusterSettings.api_port)
-    start.add_argument("--s3-port", type=int, default=ClusterSettings.s3_port)
+    port, s3_port = os.environ.get("CLUSTER_PORT"), os.environ.get("CLUSTER_S3_PORT")
+    start.add_argument("--api-port", type=int, default=int(port or ClusterSettings.api_port))
+    start.add_argument("--s3-port", type=int, default=int(s3_port or ClusterSettings.s3_port))
     start.add_argument("--timeout", type=float, default=900, help="seconds the run may take")
     commands.add_parser("stop", help="stop every process the cluster started")
     args = parser.parse_args(None if argv is None else list(argv))
