@@ -47,7 +47,13 @@ PORTAL_HOST ?= 127.0.0.1
 PORTAL_WORKERS ?= 2
 PORTAL_FORWARDED_ALLOW_IPS ?= 127.0.0.1
 
-.PHONY: install browser airflow-db pools run airflow airflow-stop portal screenshots test lint bench constraints clean
+# `make cluster`: Airflow on the CeleryExecutor with two workers (docs/cluster.md). Redis
+# (CLUSTER_REDIS_URL) and PostgreSQL (CLUSTER_PG_URL) are the machine's; the ports are the
+# API server's and moto's S3 server's. Everything it starts logs under $(INVOICES_HOME)/cluster/.
+CLUSTER_PORT ?= 8280
+CLUSTER_S3_PORT ?= 5055
+
+.PHONY: install browser airflow-db pools run airflow airflow-stop cluster cluster-stop portal screenshots test lint bench constraints clean
 
 install: $(VENV)/.installed
 
@@ -143,6 +149,17 @@ airflow-stop:
 	for i in $$(seq 1 30); do pgrep -s "$$session" > /dev/null || break; sleep 1; done; \
 	pkill -KILL -s "$$session"; \
 	rm -f "$(AIRFLOW_PID)"; echo "Airflow stopped (session $$session)"
+
+# Airflow on the CeleryExecutor (api-server, scheduler, dag-processor, two Celery workers, moto's
+# S3 server), then a run of the sample cycle CYCLE on it; ends with the line
+# "workers: <name>=<chunk tasks>, ...". billing/cluster.py does the work.
+cluster: install
+	@$(BIN)/python -m billing.cluster start --cycle "$(CYCLE)" \
+		--api-port $(CLUSTER_PORT) --s3-port $(CLUSTER_S3_PORT)
+
+# Stops every process `make cluster` started, after a partial start too.
+cluster-stop:
+	@$(BIN)/python -m billing.cluster stop
 
 portal: install
 	@mkdir -p "$(INVOICES_HOME)"

@@ -11,7 +11,13 @@ from tests.support.paths import DAGS, REPO
 
 # The edge reads the environment: the CLI, the settings, the benchmarks, the embedded Airflow
 # database helper. Everything else gets what it needs passed in.
-EDGE = {"billing/cli.py", "billing/config.py", "billing/bench.py", "billing/airflow_db.py"}
+EDGE = {
+    "billing/cli.py",
+    "billing/config.py",
+    "billing/bench.py",
+    "billing/airflow_db.py",
+    "billing/cluster.py",
+}
 BELOW_THE_EDGE = sorted(
     str(path.relative_to(REPO))
     for package in ("billing", "renderers", "notifiers", "storage")
