@@ -136,6 +136,9 @@ class ClusterSettings:
             "INVOICES_STAGING_URL": f"s3://{self.work_bucket}/staging",
             "INVOICES_ARCHIVE_URL": f"s3://{self.archive_bucket}/billing",
             "INVOICES_CHUNK_SIZE": str(self.chunk_size),
+            # each worker runs `worker_concurrency` chunk tasks at once: they fill the cores
+            # between them, so a task renders in its own process
+            "INVOICES_RENDER_PROCESSES": "1",
             "AWS_ENDPOINT_URL": self.s3_url,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_ACCESS_KEY_ID": "cluster",
