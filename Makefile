@@ -154,8 +154,8 @@ portal: install
 screenshots: install browser
 	PORTAL_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/portal/test_browser.py
 
-# Two pytest-xdist workers, one a core of the machines in use: the Airflow suites, mostly waiting
-# on their subprocesses, run beside the rest. Tests sharing an expensive fixture stay on one
+# Two pytest-xdist workers, one a core of the machines in use: the Airflow suites (the backfill
+# with a real scheduler alone takes five minutes) run beside the rest, not after it. Tests sharing an expensive fixture stay on one
 # worker (tests/conftest.py, WORKER_GROUPS). TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: install browser

@@ -35,10 +35,14 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
+    # The slow tests first (a stable sort keeps their order and that of the rest): started last,
+    # the five minutes of the scheduler's backfill would run on one worker while the other idles.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:
         group = next((name for name in WORKER_GROUPS if name in item.fixturenames), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
 
 # The machine's PostgreSQL (trust auth). CI requires it: a missing server fails, never skips.
 PG_ADMIN_URL = os.environ.get(
