@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from billing.config import Settings
 from tests.support.paths import SAMPLES
 
-# Fixtures for the browser tests (one Chromium per session, a phone-sized page per test).
+# Fixtures for the browser tests (one Chromium per module, a phone-sized page per test).
 pytest_plugins = ["tests.support.browser_fixtures"]
 
 # `make test` runs on two pytest-xdist workers (--dist loadgroup). A session- or module-scoped
@@ -25,7 +25,6 @@ WORKER_GROUPS = (
     "sample_run",  # one `make run` of the sample through Airflow: a minute
     "s3_cycle",  # two cycles on moto's S3 with Object Lock
     "issued_sample",  # the two sample cycles issued on the embedded setup
-    "chromium",  # one browser
 )
 
 
