@@ -17,30 +17,16 @@ from tests.support.paths import SAMPLES
 # Fixtures for the browser tests (one Chromium per module, a phone-sized page per test).
 pytest_plugins = ["tests.support.browser_fixtures"]
 
-# `make test` runs on two pytest-xdist workers (--dist loadgroup). A session- or module-scoped
-# fixture is built once per worker that runs a test using it: the tests using one of these
-# expensive ones are kept on one worker, so it is built once. The first fixture listed that a
-# test uses names its group.
-WORKER_GROUPS = (
-    "sample_run",  # one `make run` of the sample through Airflow: a minute
-    "s3_cycle",  # two cycles on moto's S3 with Object Lock
-    "issued_sample",  # the two sample cycles issued on the embedded setup
-)
+# `make test` runs on two pytest-xdist workers. Not --dist loadgroup: xdist 3.8 groups tests by
+# rewriting item._nodeid, which pytest 9 no longer reads, so its groups are silently ignored. A
+# session- or module-scoped fixture is therefore built on each worker that uses it.
 
 
-def pytest_configure(config):
-    # xdist registers it too; registered here so --strict-markers holds with -p no:xdist
-    config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker")
-
-
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     # The slow tests first (a stable sort keeps their order and that of the rest): started last,
     # the five minutes of the scheduler's backfill would run on one worker while the other idles.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-    for item in items:
-        group = next((name for name in WORKER_GROUPS if name in item.fixturenames), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 # The machine's PostgreSQL (trust auth). CI requires it: a missing server fails, never skips.
