@@ -14,8 +14,20 @@ import sqlalchemy as sa
 from billing.config import Settings
 from tests.support.paths import SAMPLES
 
-# Fixtures for the browser tests (one Chromium per session, a phone-sized page per test).
+# Fixtures for the browser tests (one Chromium per module, a phone-sized page per test).
 pytest_plugins = ["tests.support.browser_fixtures"]
+
+# `make test` runs on two pytest-xdist workers. Not --dist loadgroup: xdist 3.8 groups tests by
+# rewriting item._nodeid, which pytest 9 no longer reads, so its groups are silently ignored. A
+# session- or module-scoped fixture is therefore built on each worker that uses it.
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    # The slow tests first (a stable sort keeps their order and that of the rest): started last,
+    # the five minutes of the scheduler's backfill would run on one worker while the other idles.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 # The machine's PostgreSQL (trust auth). CI requires it: a missing server fails, never skips.
 PG_ADMIN_URL = os.environ.get(

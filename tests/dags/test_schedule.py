@@ -9,6 +9,7 @@ would create.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -74,14 +75,21 @@ print(json.dumps(out))
 """
 
 
+_timetables: dict[str, dict] = {}
+
+
 def airflow_timetables(tmp_path: Path, days: str) -> dict:
-    env = airflow_env(tmp_path, INVOICES_BILL_CYCLE_DAYS=days)
-    done = subprocess.run(
-        [sys.executable, "-c", TIMETABLE.format(folder=str(REPO / "dags" / "invoice_cycle.py"))],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # Airflow's answer depends only on the days; starting it costs seconds, so two tests asking
+    # for the same days share one parse (each gets a copy of its own).
+    if days not in _timetables:
+        env = airflow_env(tmp_path, INVOICES_BILL_CYCLE_DAYS=days)
+        done = subprocess.run(
+            [sys.executable, "-c", TIMETABLE.format(folder=str(REPO / "dags" / "invoice_cycle.py"))],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        _timetables[days] = json.loads(done.stdout.strip().splitlines()[-1])
+    return copy.deepcopy(_timetables[days])
 
 
 def utc(text: str) -> datetime:

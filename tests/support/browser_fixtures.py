@@ -5,8 +5,10 @@
         phone_page.goto(portal_url)
         ...
 
-`playwright_instance` and `chromium` live for the session: one browser for every test, started
-by the first test that asks for it. `phone_page` is a fresh phone-sized context (cookies,
+`playwright_instance` and `chromium` live for a test module: one browser for the module's tests,
+started by the first test that asks for it. Not for the session: while Playwright's sync API is
+open, its event loop runs in the main thread, and every later test calling `asyncio.run` (the
+SMTP notifier's) would fail; on an xdist worker any test may come after a browser test. `phone_page` is a fresh phone-sized context (cookies,
 storage and downloads of its own) and page, closed after the test. A missing Chromium fails
 the test, never skips it, as a missing PostgreSQL does.
 """
@@ -19,13 +21,13 @@ from playwright.sync_api import sync_playwright
 from tests.support.browser import launch_chromium, phone_context
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_instance():
     with sync_playwright() as playwright:
         yield playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright_instance):
     browser = missing = None
     try:
