@@ -27,6 +27,7 @@ from billing.stages.issuing import IssueResult, issue_invoices, register_cycle
 from billing.stages.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
 from billing.stages.printing import PrintResult, print_pending
 from billing.stages.progress import NO_PROGRESS, Progress
+from billing.stages.progress import LogProgress as LogProgress  # the DAG tasks' progress lines
 from billing.stages.staging import (
     StagedCycle,
     load_staged,
@@ -112,7 +113,8 @@ def archive_chunk(
     runtime: Runtime, ref: ChunkRef, run_id: str, progress: Progress = NO_PROGRESS
 ) -> ArchiveResult:
     """Render and archive the PDFs of one chunk's invoices that are not archived yet."""
-    with _timed(runtime, run_id, "render_archive", ref.number) as done:
+    with _timed(runtime, run_id, "render_archive", ref.number) as done, \
+            runtime.render_processes() as renderers:  # fmt: skip
         result = archive_invoices(
             runtime.ledger,
             runtime.archive,
@@ -123,7 +125,7 @@ def archive_chunk(
             runtime.renderer.render,
             runtime.renderer.template_version,
             runtime.settings.retention_years,
-            renderers=runtime.render_pool,
+            renderers=renderers,
             progress=progress,
         )
         done.items = result.archived + result.recovered

@@ -9,7 +9,7 @@
               ├── archive         the write-once archive (local folder or S3)
               ├── supplier        the issuer printed on every invoice
               ├── renderer        the PDF renderer and its template version
-              ├── render_pool     processes rendering PDFs beside this one (render_processes)
+              ├── render_processes  processes rendering PDFs beside this one, per chunk
               ├── email / sms     the notifiers the settings select
               └── portal keys, codes, sessions, limiter   the customer's side (billing.accounts)
 
@@ -20,7 +20,8 @@ hand it down; nothing below reads the environment.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -108,27 +109,35 @@ class Runtime:
 
         return Renderer(render_invoice, TEMPLATE_VERSION)
 
-    @cached_property
-    def render_pool(self):
-        """`render_processes` processes that render PDFs, kept for the life of this process
-        (every chunk it archives); None when there is one, or when this process may have no
-        children (a daemonic pool worker): render in the caller.
+    @contextmanager
+    def render_processes(self) -> Iterator[Any]:
+        """`render_processes` processes that render PDFs, for the length of the `with` (one
+        chunk); None when there is one, or when this process may have no children (a
+        daemonic pool worker): render in the caller.
 
-        They are forked, so they start with the renderer already imported and need no entry
-        point (spawned ones would re-run the parent's main script); all of them at once, on
-        the first call, before the archive step starts its upload threads."""
+        They are forked (a few milliseconds: they start with the renderer already imported, and
+        need no entry point, where spawned ones would re-run the parent's main script), all at
+        once, before the archive step starts its upload threads; they end with the `with`, so
+        a task process never leaves one behind, and on their own if this process dies."""
         import multiprocessing
 
         if self.settings.render_processes <= 1 or multiprocessing.current_process().daemon:
-            return None
+            yield None
+            return
         import os
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(
-            self.settings.render_processes, mp_context=multiprocessing.get_context("fork")
+            self.settings.render_processes,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_render_process_started,
+            initargs=(os.getpid(),),
         )
-        pool.submit(os.getpid).result()  # forks every process of the pool now
-        return pool
+        try:
+            pool.submit(os.getpid).result()  # forks every process of the pool now
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     @cached_property
     def email(self):
@@ -216,3 +225,23 @@ class Runtime:
         return Sessions(
             self.ledger, self.portal_keys, s.session_idle_seconds, s.session_max_seconds
         )
+
+
+def _render_process_started(parent: int) -> None:
+    """In each render process: a signal to stop ends it (the parent's handlers, inherited
+    through fork, are a task runner's, not its own), Ctrl-C is the parent's to handle, and it
+    ends at once if the parent is gone (its pipe would never close: it holds its own end)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

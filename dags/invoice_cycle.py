@@ -108,11 +108,12 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
             from airflow_runtime import fail_fast, task_runtime
 
             from billing import pipeline
-            from billing.stages.progress import LogProgress
 
             run_id = get_current_context()["run_id"]
             with fail_fast():
-                pipeline.issue(task_runtime(), staged["cycle_id"], run_id, LogProgress("issue"))
+                pipeline.issue(
+                    task_runtime(), staged["cycle_id"], run_id, pipeline.LogProgress("issue")
+                )
             return staged["chunks"]
 
         @task(map_index_template="{{ chunk_label }}")
@@ -121,12 +122,11 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
 
             from billing import pipeline
             from billing.domain.model import ChunkRef
-            from billing.stages.progress import LogProgress
 
             ref = ChunkRef.from_dict(chunk)
             context = get_current_context()
             context["chunk_label"] = label = f"chunk {ref.number} of {ref.total}"
-            progress = LogProgress(f"render_archive {label}")
+            progress = pipeline.LogProgress(f"render_archive {label}")
             with fail_fast():
                 return pipeline.archive_chunk(
                     task_runtime(), ref, context["run_id"], progress
@@ -139,7 +139,6 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
 
             from billing import pipeline
             from billing.domain.model import ChunkRef
-            from billing.stages.progress import LogProgress
 
             ref = ChunkRef.from_dict(chunk)
             context = get_current_context()
@@ -150,7 +149,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
             with fail_fast():
                 results = pipeline.notify_chunk(
                     task_runtime(), ref, context["run_id"], (channel,),
-                    LogProgress(f"notify_{channel} {label}"),
+                    pipeline.LogProgress(f"notify_{channel} {label}"),
                 )  # fmt: skip
             return {name: vars(result) for name, result in results.items()}
 

@@ -17,6 +17,7 @@ EDGE = {
     "billing/bench.py",
     "billing/airflow_db.py",
     "billing/cluster.py",
+    "billing/bench_e2e.py",
 }
 BELOW_THE_EDGE = sorted(
     str(path.relative_to(REPO))

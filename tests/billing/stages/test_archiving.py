@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -172,9 +173,11 @@ def test_render_processes_archive_the_same_bytes_as_one_process(settings_for):
         pipeline.stage(rt, "2026-11")
         pipeline.issue(rt, "2026-11", "run-1")
         assert pipeline.archive_cycle(rt, "2026-11", "run-1").archived == 301
-    assert runtime.render_pool is not None
-    workers = {runtime.render_pool.submit(os.getpid).result() for _ in range(20)}
-    assert os.getpid() not in workers
+    with runtime.render_processes() as pool:
+        workers = {pool.submit(os.getpid).result() for _ in range(20)}
+        assert os.getpid() not in workers
+    # they end with the chunk: a task process leaves none behind
+    assert not any(psutil.pid_exists(pid) for pid in workers)
 
     assert documents(pooled) == documents(alone)
     for key, *_ in documents(pooled).values():
