@@ -237,15 +237,28 @@ def _record(engine: Engine, results: list[DeliveryResult], run_id: str, token: s
     """Record the results of the notices this run holds (a run that lost its claim records
     nothing, so it can never turn a sent notice back)."""
     now = datetime.now(UTC)
-    with engine.begin() as conn:
-        for r in results:
+    if results:
+        # one statement executed for every result (executemany), not one round trip each
+        statement = (
+            notices.update()
+            .where(notices.c.key == sa.bindparam("b_key"), notices.c.claim_token == token)
+            .values(
+                status=sa.bindparam("b_status"), last_error=sa.bindparam("b_error"),
+                provider_message_id=sa.bindparam("b_provider_id"), updated_at=now,
+                sent_at=sa.bindparam("b_sent_at"), run_id=run_id,
+            )
+        )  # fmt: skip
+        with engine.begin() as conn:
             conn.execute(
-                notices.update()
-                .where(notices.c.key == r.key, notices.c.claim_token == token)
-                .values(
-                    status=r.status, last_error=r.error[:2000], provider_message_id=r.provider_message_id,
-                    updated_at=now, sent_at=now if r.sent else None, run_id=run_id,
-                )
+                statement,
+                [
+                    {
+                        "b_key": r.key, "b_status": r.status, "b_error": r.error[:2000],
+                        "b_provider_id": r.provider_message_id,
+                        "b_sent_at": now if r.sent else None,
+                    }
+                    for r in results
+                ],
             )  # fmt: skip
     return NotifyResult(
         sent=sum(r.status == NoticeStatus.SENT for r in results),
