@@ -77,16 +77,22 @@ def archive_invoices(
     ahead = LOOKAHEAD if renderers is not None else 0
     in_flight: deque[tuple[list[IssuedInvoice], list[Future]]] = deque()
     with ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="archive") as pool:
+
+        def store_until(kept: int) -> None:
+            """Store the oldest rendered batches until `kept` remain in flight."""
+            nonlocal result
+            while len(in_flight) > kept:
+                batch, rendering = in_flight.popleft()
+                result += _store(engine, archive, pool, batch, rendering, cycle_id, run_id,
+                                 template_version, retention_years, failures)  # fmt: skip
+                progress.advance(len(batch))
+
         for start in range(0, len(pending), BATCH):
             with engine.connect() as conn:
                 batch = load_invoices(conn, pending[start : start + BATCH])
             in_flight.append((batch, _start_rendering(renderers, render, batch, supplier)))
-            while len(in_flight) > ahead:
-                result += _store(engine, archive, pool, *in_flight.popleft(), cycle_id,
-                                 run_id, template_version, retention_years, failures, progress)  # fmt: skip
-        while in_flight:
-            result += _store(engine, archive, pool, *in_flight.popleft(), cycle_id,
-                             run_id, template_version, retention_years, failures, progress)  # fmt: skip
+            store_until(ahead)
+        store_until(0)
     if failures:
         shown = "; ".join(failures[:5]) + ("; ..." if len(failures) > 5 else "")
         raise ArchiveError(
@@ -125,7 +131,7 @@ def _start_rendering(
 
 def _store(
     engine, archive, pool, batch, rendering, cycle_id, run_id, template_version, retention_years,
-    failures, progress,
+    failures,
 ) -> ArchiveResult:  # fmt: skip
     """Upload one rendered batch (in the upload pool) and record its documents."""
     rendered = [data for future in rendering for data in future.result()]
@@ -145,9 +151,7 @@ def _store(
             failures.append(f"{invoice.number}: {exc}")
             continue
         rows.append(_document_row(invoice, stored, cycle_id, template_version, run_id))
-    recorded = _record(engine, rows)
-    progress.advance(len(batch))
-    return recorded
+    return _record(engine, rows)
 
 
 def _document_row(invoice, stored: StoredObject, cycle_id, template_version, run_id) -> dict:
