@@ -3,15 +3,30 @@
 One regular face only: a bold face's subset made the reference invoice 27.3 KB instead of
 16.3 KB and cut throughput by a quarter (183 against 239 invoices/s), so emphasis is drawn with
 size, colour and a fill-and-stroke text mode instead (see `renderers.blocks`).
+
+Every document's font subset starts with the same characters in the same order (`COMMON`:
+printable ASCII, the Romanian letters and the few signs the labels use; `seed`), so that
+
+- a text made only of those characters has the same character codes in every document:
+  `renderers.blocks` encodes it once per process, not once per document;
+- a document that uses no other character embeds the same subset as the last one: the subset
+  font program and its compressed stream are built once per process (`register_font` wraps
+  reportlab's `makeSubset` and its Flate filter with small caches; the bytes are the ones
+  reportlab would write).
+
+A name with another character (ö, é, ł) extends that document's subset as reportlab always did.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import unicodedata
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
-from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase import pdfdoc, pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 
 FONT_DIR = Path(__file__).with_name("fonts")
@@ -20,12 +35,91 @@ FONT_NAME = "DejaVuSansCondensed"
 FONT_DISPLAY_NAME = "DejaVu Sans Condensed"
 
 
+ROMANIAN = "ĂÂÎȘȚăâîșț"
+# Characters the labels, formats and notes of the template print, beyond ASCII and ROMANIAN.
+SIGNS = "–·…„”«»’€°§"
+SUBSET_CACHE = 32  # distinct subsets kept per process: the common one, and a few of names'
+
+
 @functools.cache
 def register_font() -> TTFont:
     """Load and register the font with reportlab, once per process; the font object."""
     font = TTFont(FONT_NAME, str(FONT_FILE), asciiReadable=0)
+    _cache_subsets(font)
     pdfmetrics.registerFont(font)
     return font
+
+
+@functools.cache
+def common() -> str:
+    """The characters every document's subset starts with, in their fixed order: codes 1..N of
+    subset 0 (code 32 is always the space)."""
+    glyphs = register_font().face.charToGlyph
+    chars = {chr(code) for code in range(33, 127)} | set(ROMANIAN) | set(SIGNS)
+    return "".join(sorted(char for char in chars if ord(char) in glyphs))
+
+
+def seed(doc: object) -> None:
+    """Assigns `common()` to a new document's subset, before any text is drawn."""
+    register_font().splitString(common(), doc)
+
+
+class _FontProgram(bytes):
+    """A subset font program from the cache: its compressed form is cached too."""
+
+
+class _CachingFlate(pdfdoc.PDFStreamFilterZCompress):
+    """reportlab's Flate filter, remembering the output for cached font programs only."""
+
+    def __init__(self) -> None:
+        self._compressed: dict[int, tuple[_FontProgram, bytes]] = {}
+
+    def encode(self, text):
+        if type(text) is not _FontProgram:
+            return super().encode(text)
+        held = self._compressed.get(id(text))
+        if held is None or held[0] is not text:
+            if len(self._compressed) >= SUBSET_CACHE:
+                self._compressed.clear()
+            held = self._compressed[id(text)] = (text, zlib.compress(text))
+        return held[1]
+
+
+_caching = True
+
+
+@contextlib.contextmanager
+def plain_reportlab() -> Iterator[None]:
+    """Within: subsets are built and compressed by reportlab alone, as if `register_font` had
+    not wrapped them (the benchmark's floor measures reportlab's own cost). reportlab registers
+    one font object per font file, so a second registration would not do it. Not for threads."""
+    global _caching
+    _caching = False
+    try:
+        yield
+    finally:
+        _caching = True
+
+
+def _cache_subsets(font: TTFont) -> None:
+    """Subset font programs built once per distinct subset (reportlab builds one per document).
+
+    reportlab looks up `makeSubset` on the face and `PDFZCompress` in its pdfdoc module when it
+    embeds a subset, so both are replaced here, for this process; any other stream still goes
+    through zlib exactly as before.
+    """
+    make_subset = font.face.makeSubset
+
+    @functools.lru_cache(maxsize=SUBSET_CACHE)
+    def built(subset: tuple[int, ...]) -> _FontProgram:
+        return _FontProgram(make_subset(list(subset)))
+
+    def subset_program(subset: list[int]) -> bytes:
+        return built(tuple(subset)) if _caching else make_subset(subset)
+
+    font.face.makeSubset = subset_program
+    if not isinstance(pdfdoc.PDFZCompress, _CachingFlate):
+        pdfdoc.PDFZCompress = _CachingFlate()
 
 
 @functools.cache
@@ -33,10 +127,16 @@ def _code_points() -> frozenset[int]:
     return frozenset(register_font().face.charToGlyph)
 
 
+@functools.cache
+def _drawable() -> frozenset[str]:
+    """Every character the font has a glyph for and that prints."""
+    return frozenset(c for c in map(chr, _code_points()) if c.isprintable())
+
+
 def undrawable(text: str) -> str | None:
     """The first character of `text` that the font has no glyph for, or None."""
-    if text.isascii() and text.isprintable():
-        return None  # DejaVu covers all of printable ASCII; skips the set lookups
+    if _drawable().issuperset(text):
+        return None  # one set walk in C: the usual case, for Romanian text too
     code_points = _code_points()
     for char in text:
         if ord(char) not in code_points or not char.isprintable():

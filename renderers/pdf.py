@@ -1,4 +1,4 @@
-"""The invoice PDF (template v1): A4, Romanian or English, drawn on reportlab's canvas.
+"""The invoice PDF (template v2): A4, Romanian or English, drawn on reportlab's canvas.
 
 `render_invoice` works in three steps:
 
@@ -48,7 +48,7 @@ from renderers.formats import (
 from renderers.labels import LABELS, Labels
 from renderers.supplier import exemption_ground
 
-TEMPLATE_VERSION = "v1"
+TEMPLATE_VERSION = "v2"
 
 __all__ = ["TEMPLATE_VERSION", "RenderError", "render_invoice"]
 

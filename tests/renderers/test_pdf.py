@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from billing.domain.model import Supplier
 from billing.domain.validation import normalize_text
 from renderers.blocks import paginate
-from renderers.fonts import printable, undrawable
+from renderers.fonts import common, printable, undrawable
 from renderers.labels import LABELS
 from renderers.pdf import RenderError, render_invoice
 from renderers.sample_page import sample_invoice
@@ -202,6 +202,50 @@ def test_the_same_invoice_renders_to_the_same_bytes_in_any_process():
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert child.stdout == hashlib.sha256(first).hexdigest()
+
+
+# Greek and Cyrillic letters: with the characters every subset starts with, more than one
+# 256-code subset holds, so this invoice's text spans two subsets.
+MANY_LETTERS = "".join(
+    chr(c) for c in [*range(0x391, 0x3A2), *range(0x3A3, 0x3CA), *range(0x400, 0x460)]
+)
+
+
+def many_letters_invoice():
+    chunks = [MANY_LETTERS[i : i + 40] for i in range(0, len(MANY_LETTERS), 40)]
+    return make_invoice([line(chunk) for chunk in chunks], customer=customer(name="Jürgen Łukasz"))
+
+
+def test_text_beyond_the_common_characters_prints_in_a_second_subset():
+    assert len(MANY_LETTERS) + len(common()) > 256 and undrawable(MANY_LETTERS) is None
+    pdf = render_invoice(many_letters_invoice(), SUPPLIER)
+    text = text_of(pdf)
+    assert "Jürgen Łukasz" in text
+    for start in range(0, len(MANY_LETTERS), 40):
+        assert MANY_LETTERS[start : start + 40] in text
+    assert set(MANY_LETTERS) <= set(text)
+    assert b"/FontFile2" in pdf and pdf.count(b"/Type /FontDescriptor") >= 2  # two subsets
+
+
+def test_what_a_process_rendered_before_never_changes_an_invoices_bytes():
+    """The per-process caches (encoded texts, subset font programs) never leak between
+    documents: after invoices with other characters, the sample has the bytes of a fresh
+    process's first render."""
+    script = (
+        "import hashlib, sys\n"
+        "from renderers.pdf import render_invoice\n"
+        "from renderers.sample_page import sample_invoice\n"
+        "from renderers.supplier import load_supplier\n"
+        "pdf = render_invoice(sample_invoice(), load_supplier())\n"
+        "sys.stdout.write(hashlib.sha256(pdf).hexdigest())\n"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    for invoice in (many_letters_invoice(), make_invoice(customer=customer(name="Zoë Öz"))):
+        render_invoice(invoice, SUPPLIER)
+        assert hashlib.sha256(render_invoice(sample_invoice(), SUPPLIER)).hexdigest() == fresh
+        assert render_invoice(invoice, SUPPLIER) == render_invoice(invoice, SUPPLIER)
 
 
 def test_the_reference_invoice_is_one_page_under_30_kb():

@@ -16,6 +16,7 @@ from billing.domain.errors import ArchiveError
 from billing.domain.layout import invoice_key
 from billing.runtime import Renderer, Runtime
 from billing.stages.archiving import manifest_bytes
+from renderers.pdf import TEMPLATE_VERSION
 from storage.archive import sha256_hex
 from storage.ledger import invoice_documents, invoices, open_ledger
 
@@ -38,7 +39,7 @@ def test_cycle_run_archives_one_pdf_per_invoice_and_a_manifest(settings_for):
         assert key == invoice_key(owners[number], number)
         data = (archive_root / key).read_bytes()
         assert data.startswith(b"%PDF") and len(data) == size and sha256_hex(data) == sha
-        assert template == "v1"
+        assert template == TEMPLATE_VERSION
 
     manifest_path = archive_root / "manifests" / "2026-11.json"
     manifest = json.loads(manifest_path.read_bytes())
