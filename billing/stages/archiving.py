@@ -10,11 +10,13 @@ written, marked `recovered` (this run found the PDF, it did not write it).
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -182,38 +184,71 @@ def _record(engine: Engine, rows: list[dict]) -> ArchiveResult:
     return ArchiveResult(archived=counts[False], recovered=counts[True])
 
 
-def build_manifest(conn: Connection, cycle_id: str, previous_sha256: str | None) -> dict:
-    """The cycle manifest (contract 4): every invoice of the cycle with its archived document."""
+MANIFEST_ROWS = 5000  # ledger rows read per batch while the manifest is written
+
+
+def write_manifest(
+    conn: Connection, cycle_id: str, previous_sha256: str | None, out: BinaryIO
+) -> int:
+    """Writes the cycle manifest (contract 4) to `out`, in its canonical bytes (`manifest_bytes`),
+    reading the ledger a batch of rows at a time: nothing in memory grows with the cycle. Returns
+    the number of invoices. Raises ArchiveError when an invoice has no archived PDF yet."""
+    without = (
+        sa.select(sa.func.count(), sa.func.min(invoices.c.number))
+        .select_from(invoices.outerjoin(invoice_documents))
+        .where(invoices.c.cycle_id == cycle_id, invoice_documents.c.key.is_(None))
+    )
+    missing, first = conn.execute(without).one()
+    if missing:
+        raise ArchiveError(
+            f"cycle {cycle_id}: {missing} invoice(s) have no archived PDF yet "
+            f"(first: {first}); run the render step again before the manifest"
+        )
     query = (
         sa.select(
             invoices.c.number, invoices.c.customer_id, invoices.c.issue_date, invoices.c.total,
             invoice_documents.c.key, invoice_documents.c.size, invoice_documents.c.sha256,
             invoice_documents.c.version_id, invoice_documents.c.template_version,
         )
-        .select_from(invoices.outerjoin(invoice_documents))
+        .select_from(invoices.join(invoice_documents))
         .where(invoices.c.cycle_id == cycle_id)
         .order_by(invoices.c.number)
     )  # fmt: skip
-    rows = conn.execute(query).all()
-    missing = [r.number for r in rows if r.key is None]
-    if missing:
-        raise ArchiveError(
-            f"cycle {cycle_id}: {len(missing)} invoice(s) have no archived PDF yet "
-            f"(first: {missing[0]}); run the render step again before the manifest"
-        )
-    return {
-        "cycle_id": cycle_id,
-        "previous_sha256": previous_sha256,
-        "invoices": [
-            {
+    written = 0
+
+    def entries() -> Iterator[dict]:
+        nonlocal written
+        for r in conn.execute(query.execution_options(yield_per=MANIFEST_ROWS)):
+            written += 1
+            yield {
                 "number": r.number, "customer_id": r.customer_id,
                 "issue_date": r.issue_date.isoformat(), "total": f"{r.total:.2f}", "key": r.key,
                 "size": r.size, "sha256": r.sha256, "version_id": r.version_id,
                 "template_version": r.template_version,
-            }
-            for r in rows
-        ],
-    }  # fmt: skip
+            }  # fmt: skip
+
+    for chunk in manifest_chunks(cycle_id, previous_sha256, entries()):
+        out.write(chunk)
+    return written
+
+
+def manifest_chunks(
+    cycle_id: str, previous_sha256: str | None, entries: Iterable[dict]
+) -> Iterator[bytes]:
+    """The bytes of `manifest_bytes({"cycle_id", "previous_sha256", "invoices": entries})`, a
+    piece at a time: the keys in sorted order, laid out as json.dumps(indent=1) lays them out."""
+
+    def text(value: object) -> bytes:
+        return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+    yield b'{\n "cycle_id": ' + text(cycle_id) + b',\n "invoices": ['
+    separator = b"\n  "
+    for entry in entries:
+        body = json.dumps(entry, indent=1, sort_keys=True, ensure_ascii=False)
+        yield separator + body.replace("\n", "\n  ").encode("utf-8")
+        separator = b",\n  "
+    end = b"]" if separator == b"\n  " else b"\n ]"
+    yield end + b',\n "previous_sha256": ' + text(previous_sha256) + b"\n}\n"
 
 
 def manifest_bytes(manifest: dict) -> bytes:
@@ -239,21 +274,23 @@ def finalize_manifest(
             sa.select(manifests.c.sha256, manifests.c.seq).order_by(manifests.c.seq.desc()).limit(1)
         ).first()
         previous = known.previous_sha256 if known else (last.sha256 if last else None)
-        manifest = build_manifest(conn, cycle_id, previous)
+        with tempfile.TemporaryFile() as spool:
+            count = write_manifest(conn, cycle_id, previous, spool)
+            spool.seek(0)
+            data = spool.read()  # about 330 bytes an invoice: the one copy held
         issue_date = conn.execute(
             sa.select(cycles.c.issue_date).where(cycles.c.cycle_id == cycle_id)
         ).scalar_one()
         stored = archive.put_once(
-            manifest_key(cycle_id),
-            manifest_bytes(manifest),
-            retention_end(issue_date, retention_years),
+            manifest_key(cycle_id), data, retention_end(issue_date, retention_years)
         )
+        del data
         if known is None:
             conn.execute(
                 manifests.insert().values(
                     cycle_id=cycle_id, seq=(last.seq + 1) if last else 1, key=stored.key,
                     size=stored.size, sha256=stored.sha256, previous_sha256=previous,
-                    version_id=stored.version_id, invoices=len(manifest["invoices"]),
+                    version_id=stored.version_id, invoices=count,
                     written_at=datetime.now(UTC),
                 )
             )  # fmt: skip

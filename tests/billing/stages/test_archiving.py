@@ -10,12 +10,14 @@ import os
 import psutil
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from billing import pipeline
 from billing.domain.errors import ArchiveError
 from billing.domain.layout import invoice_key
 from billing.runtime import Renderer, Runtime
-from billing.stages.archiving import manifest_bytes
+from billing.stages.archiving import manifest_bytes, manifest_chunks
 from renderers.pdf import TEMPLATE_VERSION
 from storage.archive import sha256_hex
 from storage.ledger import invoice_documents, invoices, open_ledger
@@ -201,3 +203,27 @@ def test_an_invoice_that_a_render_process_cannot_render_fails_alone(settings_for
         pipeline.archive_cycle(runtime, "2026-11", "run-1")
     docs = documents(settings)
     assert "OR00000007" not in docs and len(docs) == 300
+
+
+_entry = st.fixed_dictionaries(
+    {
+        "number": st.text(min_size=1, max_size=12),
+        "customer_id": st.text(max_size=12),
+        "size": st.integers(min_value=0, max_value=10**9),
+        "version_id": st.none() | st.text(max_size=8),
+        "total": st.decimals(allow_nan=False, allow_infinity=False, places=2).map(str),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cycle_id=st.text(max_size=10),
+    previous=st.none() | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    entries=st.lists(_entry, max_size=5),
+)
+def test_the_streamed_manifest_has_the_canonical_bytes(cycle_id, previous, entries):
+    streamed = b"".join(manifest_chunks(cycle_id, previous, iter(entries)))
+    canonical = {"cycle_id": cycle_id, "previous_sha256": previous, "invoices": entries}
+    assert streamed == manifest_bytes(canonical)
+    assert json.loads(streamed) == canonical
