@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    Console().print(table(report, wall, peak_mb, peak_name, floor))
+    Console(width=None if sys.stdout.isatty() else 140).print(
+        table(report, wall, peak_mb, peak_name, floor)
+    )
 
 
 if __name__ == "__main__":
