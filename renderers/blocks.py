@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from reportlab.lib.rl_accel import escapePDF, fp_str
 from reportlab.pdfgen.canvas import Canvas
 
-from renderers.fonts import common, register_font, seed, text_width
+from renderers.fonts import common, register_font, seed, seed_state, text_width
 
 Color = tuple[float, float, float]
 LINE_WIDTHS = {"rule": 0.5, "frame": 0.75}
@@ -169,15 +169,7 @@ def _seeded(font, doc: object) -> None:
 @functools.cache
 def _common_codes() -> dict[int, int]:
     """Code point -> code in subset 0 of every seeded document."""
-
-    class Probe:  # a weak-referenceable stand-in for a document
-        pass
-
-    probe = Probe()
-    font = register_font()
-    seed(probe)
-    codes = dict(font.state[probe].assignments)
-    del font.state[probe]
+    codes = dict(seed_state()[0])
     codes[0xA0] = codes[32]  # reportlab prints a no-break space as a space
     return codes
 
@@ -188,15 +180,21 @@ def _first_codes() -> tuple[tuple[str, int], ...]:
     return tuple((char, codes[ord(char)]) for char in common()[:3])
 
 
+@functools.cache
+def _common_table() -> tuple[frozenset[str], dict[int, str]]:
+    """The characters with a common code, and a str.translate table to those codes."""
+    codes = _common_codes()
+    return frozenset(map(chr, codes)), {point: chr(code) for point, code in codes.items()}
+
+
 @functools.lru_cache(maxsize=16384)
 def _common_code(text: str) -> str | None:
     """`text` encoded into subset 0 and escaped for a PDF string, when every character of it is
     one of `common()`; else None."""
-    codes = _common_codes()
-    try:
-        return escapePDF(bytes(codes[ord(char)] for char in text))
-    except KeyError:
+    chars, table = _common_table()
+    if not chars.issuperset(text):
         return None
+    return escapePDF(text.translate(table).encode("latin-1"))
 
 
 def _own_code(font, text: str, doc: object) -> list[tuple[int, str]]:

@@ -60,8 +60,27 @@ def common() -> str:
 
 
 def seed(doc: object) -> None:
-    """Assigns `common()` to a new document's subset, before any text is drawn."""
-    register_font().splitString(common(), doc)
+    """Assigns `common()` to a new document's subset, before any text is drawn: a copy of the
+    state reportlab's `splitString(common())` leaves, made once per process."""
+    assignments, subsets, next_code = seed_state()
+    state = register_font()._assignState(doc)
+    state.assignments = dict(assignments)
+    state.subsets = [list(subset) for subset in subsets]
+    state.nextCode = next_code
+
+
+@functools.cache
+def seed_state() -> tuple[dict[int, int], tuple[tuple[int, ...], ...], int]:
+    """(code point -> code, the subsets' code points, the next free code) of a seeded document."""
+
+    class Probe:  # a weak-referenceable stand-in for a document
+        pass
+
+    probe = Probe()
+    font = register_font()
+    font.splitString(common(), probe)
+    state = font.state.pop(probe)
+    return dict(state.assignments), tuple(map(tuple, state.subsets)), state.nextCode
 
 
 class _FontProgram(bytes):
