@@ -212,7 +212,7 @@ def write_manifest(
         )
         .select_from(invoices.join(invoice_documents))
         .where(invoices.c.cycle_id == cycle_id)
-        .order_by(invoices.c.number)
+        .order_by(number_order(conn.engine))
     )  # fmt: skip
     written = 0
 
@@ -230,6 +230,14 @@ def write_manifest(
     for chunk in manifest_chunks(cycle_id, previous_sha256, entries()):
         out.write(chunk)
     return written
+
+
+def number_order(engine: Engine) -> sa.ColumnElement:
+    """Invoice numbers in code-point order, the order a manifest lists them in and Python's
+    `<` compares them in: PostgreSQL's own order follows the database's collation."""
+    if engine.dialect.name == "postgresql":
+        return invoices.c.number.collate("C")
+    return invoices.c.number
 
 
 def manifest_chunks(

@@ -14,19 +14,27 @@ cost is one listing and one indexed query per thousand objects, whatever the arc
 
 from __future__ import annotations
 
-import json
+import hashlib
+import shutil
+import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
+import ijson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from billing.domain.layout import invoice_key, manifest_key
-from storage.archive import Archive, sha256_hex
+from billing.stages.archiving import MANIFEST_ROWS, number_order
+from storage.archive import DOWNLOAD_CHUNK, Archive, sha256_hex
 from storage.ledger import invoice_documents, invoices, manifests, series_counters
 
 READERS = 8  # concurrent object reads
+READ_AHEAD = 64  # manifest entries waiting for a reader: memory stays flat
 PAGE = 1000  # archive keys compared with the ledger per query
 OWNED_PREFIXES = ("invoices/", "efactura/")  # every object under these belongs to an invoice
 EFACTURA_SUFFIXES = (".xml", ".anaf.zip")
@@ -35,101 +43,195 @@ EFACTURA_SUFFIXES = (".xml", ".anaf.zip")
 def verify_cycle(engine: Engine, archive: Archive, cycle_id: str) -> list[str]:
     """Every disagreement between the archive, the cycle manifest, the chain and the ledger."""
     problems: list[str] = []
-    manifest, _ = _read_manifest(engine, archive, cycle_id, problems)
-    if manifest is None:
-        return problems
-    problems += _compare_with_ledger(engine, cycle_id, manifest)
-    problems += _check_objects(archive, manifest["invoices"])
-    problems += _check_chain(engine, archive, manifest)
+    with _fetched_manifest(engine, archive, cycle_id, problems) as manifest:
+        if manifest is None:
+            return problems
+        ledger: list[str] = []
+        compared = _compared_with_ledger(engine, cycle_id, manifest.entries(problems), ledger)
+        objects = _check_objects(archive, compared)
+        problems += ledger + objects
+        problems += _check_chain(engine, archive, manifest)
     problems += _check_numbering(engine, cycle_id)
     problems += _check_unowned(engine, archive)
     return problems
 
 
-def _read_manifest(engine, archive, cycle_id, problems) -> tuple[dict | None, bytes]:
-    """The cycle manifest (parsed, and its bytes) as the ledger recorded it, checked."""
+class _Manifest:
+    """A downloaded manifest, spooled to a temporary file: at a million invoices it is about
+    330 MB, so its entries are read one at a time (ijson) and never held together."""
+
+    def __init__(self, key: str, spool: BinaryIO) -> None:
+        self.key, self.spool = key, spool
+        spool.seek(0)
+        self.sha256 = hashlib.file_digest(spool, "sha256").hexdigest()
+        self.valid, self.cycle_id, self.previous_sha256 = True, None, None
+        try:
+            self.cycle_id = self._scalar("cycle_id")
+            self.previous_sha256 = self._scalar("previous_sha256")  # reads to the end: valid JSON
+        except ijson.JSONError:
+            self.valid = False
+
+    def _scalar(self, name: str) -> object:
+        self.spool.seek(0)
+        return next(ijson.items(self.spool, name), None)
+
+    def entries(self, problems: list[str]) -> Iterator[dict]:
+        """The `invoices` entries in file order; one that is not an invoice entry is named."""
+        self.spool.seek(0)
+        try:
+            for index, entry in enumerate(ijson.items(self.spool, "invoices.item")):
+                if isinstance(entry, dict) and isinstance(entry.get("number"), str):
+                    yield entry
+                else:
+                    problems.append(f"{self.key}: invoices[{index}] is not an invoice entry")
+        except ijson.JSONError:
+            problems.append(f"{self.key}: not valid JSON")
+
+    def copy_to(self, path: Path) -> None:
+        self.spool.seek(0)
+        with path.open("wb") as out:
+            shutil.copyfileobj(self.spool, out, DOWNLOAD_CHUNK)
+
+
+@contextmanager
+def _downloaded(archive: Archive, key: str, version_id: str | None) -> Iterator[_Manifest]:
+    """The manifest under `key`, spooled; FileNotFoundError when it is not in the archive."""
+    with tempfile.TemporaryFile() as spool:
+        archive.download(key, spool, version_id)
+        yield _Manifest(key, spool)
+
+
+@contextmanager
+def _fetched_manifest(
+    engine: Engine, archive: Archive, cycle_id: str, problems: list[str]
+) -> Iterator[_Manifest | None]:
+    """The cycle manifest as the ledger recorded it, checked against the ledger's row; None
+    (with the reason in `problems`) when there is none to read."""
+    key = manifest_key(cycle_id)
     with engine.connect() as conn:
         row = conn.execute(sa.select(manifests).where(manifests.c.cycle_id == cycle_id)).first()
     if row is None:
         problems.append(f"cycle {cycle_id}: the ledger records no manifest (cycle not finalized?)")
-        return None, b""
-    try:
-        data = archive.get(manifest_key(cycle_id), row.version_id)
-    except FileNotFoundError:
-        problems.append(f"{manifest_key(cycle_id)}: missing from the archive")
-        return None, b""
-    if sha256_hex(data) != row.sha256:
-        problems.append(
-            f"{manifest_key(cycle_id)}: sha256 {sha256_hex(data)[:12]}... differs from the "
-            f"ledger's {row.sha256[:12]}... (the manifest was changed)"
-        )
-    try:
-        manifest = json.loads(data)
-    except ValueError:
-        problems.append(f"{manifest_key(cycle_id)}: not valid JSON")
-        return None, data
-    current = archive.head(manifest_key(cycle_id))
-    if current is None:
-        problems.append(f"{manifest_key(cycle_id)}: deleted (no current version)")
-    elif row.version_id and current.version_id != row.version_id:
-        problems.append(f"{manifest_key(cycle_id)}: has a newer version than the archived one")
-    if manifest.get("previous_sha256") != row.previous_sha256:
-        problems.append(
-            f"{manifest_key(cycle_id)}: previous_sha256 differs from the ledger's chain"
-        )
-    return manifest, data
+        yield None
+        return
+    with ExitStack() as stack:
+        try:
+            manifest = stack.enter_context(_downloaded(archive, key, row.version_id))
+        except FileNotFoundError:
+            problems.append(f"{key}: missing from the archive")
+            yield None
+            return
+        if manifest.sha256 != row.sha256:
+            problems.append(
+                f"{key}: sha256 {manifest.sha256[:12]}... differs from the "
+                f"ledger's {row.sha256[:12]}... (the manifest was changed)"
+            )
+        if not manifest.valid:
+            problems.append(f"{key}: not valid JSON")
+            yield None
+            return
+        current = archive.head(key)
+        if current is None:
+            problems.append(f"{key}: deleted (no current version)")
+        elif row.version_id and current.version_id != row.version_id:
+            problems.append(f"{key}: has a newer version than the archived one")
+        if manifest.previous_sha256 != row.previous_sha256:
+            problems.append(f"{key}: previous_sha256 differs from the ledger's chain")
+        yield manifest
 
 
-def _compare_with_ledger(engine, cycle_id, manifest) -> list[str]:
-    problems = []
-    query = (
-        sa.select(
-            invoices.c.number, invoices.c.customer_id, invoices.c.issue_date, invoices.c.total,
-            invoice_documents.c.key, invoice_documents.c.size, invoice_documents.c.sha256,
-            invoice_documents.c.version_id,
-        )
-        .select_from(invoices.outerjoin(invoice_documents))
-        .where(invoices.c.cycle_id == cycle_id)
+def _ledger_rows(cycle_id: str):
+    return sa.select(
+        invoices.c.number, invoices.c.customer_id, invoices.c.issue_date, invoices.c.total,
+        invoice_documents.c.key, invoice_documents.c.size, invoice_documents.c.sha256,
+        invoice_documents.c.version_id,
+    ).select_from(invoices.outerjoin(invoice_documents)).where(
+        invoices.c.cycle_id == cycle_id
     )  # fmt: skip
-    with engine.connect() as conn:
-        ledger = {r.number: r for r in conn.execute(query)}
-    listed = {entry["number"]: entry for entry in manifest["invoices"]}
-    for number in sorted(ledger.keys() - listed.keys()):
-        problems.append(f"invoice {number}: in the ledger but not in the manifest")
-    for number in sorted(listed.keys() - ledger.keys()):
-        problems.append(f"invoice {number}: in the manifest but not in the ledger")
-    for number in sorted(ledger.keys() & listed.keys()):
-        row, entry = ledger[number], listed[number]
-        expected = {
-            "customer_id": row.customer_id, "issue_date": row.issue_date.isoformat(),
-            "total": f"{row.total:.2f}", "key": row.key, "size": row.size, "sha256": row.sha256,
-            "version_id": row.version_id,
-        }  # fmt: skip
-        for field, value in expected.items():
-            if entry.get(field) != value:
+
+
+def _compared_with_ledger(
+    engine: Engine, cycle_id: str, entries: Iterable[dict], problems: list[str]
+) -> Iterator[dict]:
+    """Each manifest entry, after comparing it with the ledger's invoice (problems go into
+    `problems`).
+
+    A merge of the two in invoice-number order, the order the manifest is written in: the
+    ledger is read a batch at a time, so nothing grows with the cycle. An entry out of that
+    order (an edited manifest) is looked up by its number; ledger rows passed over wait in
+    `skipped` until an entry claims them or the walk ends, so they stay few.
+    """
+    query = _ledger_rows(cycle_id)
+    in_order = query.order_by(number_order(engine)).execution_options(yield_per=MANIFEST_ROWS)
+    with engine.connect() as conn:  # one: SQLite's ledger lets one connection in at a time
+        rows = iter(conn.execute(in_order))
+        row = next(rows, None)
+        skipped: dict[str, sa.Row] = {}
+        last = ""
+        for entry in entries:
+            number = entry["number"]
+            if number in skipped:
+                _compare(skipped.pop(number), entry, problems)
+            elif number > last:
+                while row is not None and row.number < number:
+                    skipped[row.number] = row
+                    row = next(rows, None)
+                if row is not None and row.number == number:
+                    _compare(row, entry, problems)
+                    row = next(rows, None)
+                else:
+                    problems.append(f"invoice {number}: in the manifest but not in the ledger")
+            else:  # out of order and not waiting: listed before, or not this cycle's invoice
+                known = conn.execute(query.where(invoices.c.number == number)).first()
                 problems.append(
-                    f"invoice {number}: manifest {field} {entry.get(field)!r} != ledger {value!r}"
+                    f"invoice {number}: listed twice in the manifest"
+                    if known is not None
+                    else f"invoice {number}: in the manifest but not in the ledger"
                 )
-    return problems
+            last = max(last, number)
+            yield entry
+        # what no entry claimed, in number order: the skipped rows all precede `row`
+        for unlisted in [
+            *sorted(skipped),
+            *([row.number] if row else []),
+            *(r.number for r in rows),
+        ]:
+            problems.append(f"invoice {unlisted}: in the ledger but not in the manifest")
+
+
+def _compare(row: sa.Row, entry: dict, problems: list[str]) -> None:
+    expected = {
+        "customer_id": row.customer_id, "issue_date": row.issue_date.isoformat(),
+        "total": f"{row.total:.2f}", "key": row.key, "size": row.size, "sha256": row.sha256,
+        "version_id": row.version_id,
+    }  # fmt: skip
+    for field, value in expected.items():
+        if entry.get(field) != value:
+            problems.append(
+                f"invoice {row.number}: manifest {field} {entry.get(field)!r} != ledger {value!r}"
+            )
 
 
 def _check_objects(
-    archive: Archive, entries: list[dict], fetch: Callable | None = None
+    archive: Archive, entries: Iterable[dict], fetch: Callable | None = None
 ) -> list[str]:
-    """Re-read every object and compare its bytes with the manifest."""
+    """Re-read every object and compare its bytes with the manifest: READERS at a time, with
+    at most READ_AHEAD entries in flight."""
 
     def check(entry: dict) -> list[str]:
-        number, key = entry["number"], entry["key"]
+        number, key = entry["number"], entry.get("key")
+        if not isinstance(key, str):
+            return [f"invoice {number}: the manifest names no object"]
         try:
             data = (fetch or archive.get)(key, entry.get("version_id"))
         except FileNotFoundError:
             return [f"invoice {number}: {key} is missing from the archive"]
         found = []
-        if len(data) != entry["size"]:
+        if len(data) != entry.get("size"):
             found.append(
-                f"invoice {number}: {key} has {len(data)} bytes, manifest says {entry['size']}"
+                f"invoice {number}: {key} has {len(data)} bytes, manifest says {entry.get('size')}"
             )
-        if sha256_hex(data) != entry["sha256"]:
+        if sha256_hex(data) != entry.get("sha256"):
             found.append(
                 f"invoice {number}: {key} sha256 {sha256_hex(data)[:12]}... differs from the manifest"
             )
@@ -141,16 +243,24 @@ def _check_objects(
                 found.append(f"invoice {number}: {key} has a newer version than the archived one")
         return found
 
+    problems: list[str] = []
     with ThreadPoolExecutor(max_workers=READERS) as pool:
-        return [p for found in pool.map(check, entries) for p in found]
+        in_flight: deque[Future] = deque()
+        for entry in entries:
+            in_flight.append(pool.submit(check, entry))
+            if len(in_flight) >= READ_AHEAD:
+                problems += in_flight.popleft().result()
+        while in_flight:
+            problems += in_flight.popleft().result()
+    return problems
 
 
-def _check_chain(engine, archive, manifest) -> list[str]:
+def _check_chain(engine: Engine, archive: Archive, manifest: _Manifest) -> list[str]:
     """Walk previous_sha256 back to the first manifest, re-hashing each one on the way."""
     with engine.connect() as conn:
         by_sha = {r.sha256: r for r in conn.execute(sa.select(manifests))}
     problems, seen = [], set()
-    previous, after = manifest.get("previous_sha256"), manifest["cycle_id"]
+    previous, after = manifest.previous_sha256, manifest.cycle_id
     while previous is not None:
         if previous in seen:
             return [*problems, f"manifest chain: a loop at {previous[:12]}..."]
@@ -162,20 +272,23 @@ def _check_chain(engine, archive, manifest) -> list[str]:
                 f"manifest chain: {after} points to {previous[:12]}..., which no manifest has",
             ]
         try:
-            data = archive.get(row.key, row.version_id)
+            with _downloaded(archive, row.key, row.version_id) as older:
+                sha256, link = older.sha256, older.previous_sha256
         except FileNotFoundError:
             return [*problems, f"manifest chain: {row.key} is missing from the archive"]
-        if sha256_hex(data) != previous:
+        if sha256 != previous:
             return [
                 *problems,
                 f"manifest chain: {row.key} was changed (sha256 differs from {after}'s link)",
             ]
-        previous, after = json.loads(data).get("previous_sha256"), row.cycle_id
+        previous, after = link, row.cycle_id
     return problems
 
 
-def _check_numbering(engine, cycle_id) -> list[str]:
-    """The cycle's series is numbered 1..N with no gap and no duplicate."""
+def _check_numbering(engine: Engine, cycle_id: str) -> list[str]:
+    """The cycle's series is numbered 1..N with no gap and no duplicate: counted by the
+    database (the first gap found through the (series, seq) index), not read into memory."""
+    problems = []
     with engine.connect() as conn:
         series = (
             conn.execute(
@@ -184,31 +297,52 @@ def _check_numbering(engine, cycle_id) -> list[str]:
             .scalars()
             .all()
         )
-        problems = []
         for name in series:
             last = conn.execute(
                 sa.select(series_counters.c.last_number).where(series_counters.c.series == name)
             ).scalar_one()
-            numbers = (
-                conn.execute(
-                    sa.select(invoices.c.seq)
-                    .where(invoices.c.series == name)
-                    .order_by(invoices.c.seq)
-                )
-                .scalars()
-                .all()
-            )
-            expected = set(range(1, last + 1))
-            missing, extra = sorted(expected - set(numbers)), sorted(set(numbers) - expected)
-            if missing:
+            in_series = invoices.c.series == name
+            used, distinct, within = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.count(sa.distinct(invoices.c.seq)),
+                    sa.func.count(sa.distinct(invoices.c.seq)).filter(
+                        invoices.c.seq.between(1, last)
+                    ),
+                ).where(in_series)
+            ).one()
+            if within < last:
                 problems.append(
-                    f"series {name}: {len(missing)} number(s) missing, first {missing[0]}"
+                    f"series {name}: {last - within} number(s) missing, "
+                    f"first {_first_missing(conn, name, last)}"
                 )
-            if extra:
-                problems.append(f"series {name}: number(s) beyond the counter, first {extra[0]}")
-            if len(numbers) != len(set(numbers)):
+            if distinct > within:
+                beyond = conn.execute(
+                    sa.select(sa.func.min(invoices.c.seq)).where(
+                        in_series, ~invoices.c.seq.between(1, last)
+                    )
+                ).scalar_one()
+                problems.append(f"series {name}: number(s) beyond the counter, first {beyond}")
+            if used != distinct:
                 problems.append(f"series {name}: a number is used twice")
     return problems
+
+
+def _first_missing(conn: sa.Connection, series: str, last: int) -> int:
+    """The lowest number of 1..last that the series does not use (one is missing)."""
+    one = conn.execute(
+        sa.select(invoices.c.seq).where(invoices.c.series == series, invoices.c.seq == 1)
+    ).first()
+    if one is None:
+        return 1
+    following = invoices.alias("following")
+    return conn.execute(
+        sa.select(sa.func.min(invoices.c.seq) + 1).where(
+            invoices.c.series == series,
+            invoices.c.seq.between(1, last - 1),
+            ~sa.exists().where(following.c.series == series, following.c.seq == invoices.c.seq + 1),
+        )
+    ).scalar_one()
 
 
 def _check_unowned(engine: Engine, archive: Archive) -> list[str]:
@@ -291,21 +425,21 @@ def download_cycle(
     """Download the cycle's manifest and every PDF it lists into `to`, verifying each one;
     returns the problems (empty when everything downloaded matches the manifest)."""
     problems: list[str] = []
-    manifest, manifest_data = _read_manifest(engine, archive, cycle_id, problems)
-    if manifest is None:
-        return problems
-    to.mkdir(parents=True, exist_ok=True)
+    with _fetched_manifest(engine, archive, cycle_id, problems) as manifest:
+        if manifest is None:
+            return problems
+        to.mkdir(parents=True, exist_ok=True)
 
-    def fetch(key: str, version_id: str | None) -> bytes:
-        data = archive.get(key, version_id)
-        path = to / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        if progress:
-            progress(1)
-        return data
+        def fetch(key: str, version_id: str | None) -> bytes:
+            data = archive.get(key, version_id)
+            path = to / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            if progress:
+                progress(1)
+            return data
 
-    problems += _check_objects(archive, manifest["invoices"], fetch=fetch)
-    (to / manifest_key(cycle_id)).parent.mkdir(parents=True, exist_ok=True)
-    (to / manifest_key(cycle_id)).write_bytes(manifest_data)
+        problems += _check_objects(archive, manifest.entries(problems), fetch=fetch)
+        (to / manifest_key(cycle_id)).parent.mkdir(parents=True, exist_ok=True)
+        manifest.copy_to(to / manifest_key(cycle_id))
     return problems

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from storage.schemes import backend_for
 
@@ -54,6 +54,10 @@ class Archive(Protocol):
 
     def get(self, key: str, version_id: str | None = None) -> bytes: ...
 
+    def download(self, key: str, out: BinaryIO, version_id: str | None = None) -> None:
+        """Write the object's bytes into `out` a piece at a time, checked like `get`'s: for
+        objects too large to hold (a cycle manifest lists every invoice of the cycle)."""
+
     def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         """Size, sha256 and version of a stored object, or None when there is none."""
 
@@ -61,6 +65,9 @@ class Archive(Protocol):
 
     def link(self, key: str, version_id: str | None = None, expires_in: int = 900) -> str:
         """Where a person can download the object: a presigned URL (S3) or a file path."""
+
+
+DOWNLOAD_CHUNK = 1 << 20  # bytes read at a time by `download`
 
 
 def sha256_hex(data: bytes) -> str:

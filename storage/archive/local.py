@@ -10,13 +10,14 @@ on the folder removes (a live writer's file, in any process, is locked and left 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from billing.domain.errors import ArchiveConflictError
-from storage.archive import StoredObject, sha256_hex, with_existed
+from storage.archive import DOWNLOAD_CHUNK, StoredObject, sha256_hex, with_existed
 from storage.files import clean_key, locked_temp_file, remove_abandoned
 
 TEMP_FOLDER = ".tmp"  # under the root; no key starts with it (`list` leaves it out)
@@ -86,6 +87,10 @@ class LocalArchive:
 
     def get(self, key: str, version_id: str | None = None) -> bytes:
         return self._path(key).read_bytes()
+
+    def download(self, key: str, out: BinaryIO, version_id: str | None = None) -> None:
+        with self._path(key).open("rb") as source:
+            shutil.copyfileobj(source, out, DOWNLOAD_CHUNK)
 
     def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         path = self._path(key)

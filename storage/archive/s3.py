@@ -35,12 +35,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace as with_version
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
 from billing.domain.errors import ArchiveConflictError, ArchiveError, ConfigurationError
-from storage.archive import StoredObject, with_existed
+from storage.archive import DOWNLOAD_CHUNK, StoredObject, with_existed
 from storage.s3_client import error_code, map_s3_errors, new_client
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,20 @@ class S3Archive:
                 # Not `with body`: StreamingBody.__enter__ hands out the raw stream, which
                 # skips botocore's checksum and length checks.
                 return body.read()
+            finally:
+                body.close()
+
+    def download(self, key: str, out: BinaryIO, version_id: str | None = None) -> None:
+        """`get`, a megabyte at a time into `out`: botocore checks the stored checksum when
+        the stream ends, so a corrupted object raises before this returns."""
+        with map_s3_errors("read", self.describe(key, version_id)):
+            response = self.client.get_object(
+                **self._address(key, version_id), ChecksumMode="ENABLED"
+            )
+            body = response["Body"]
+            try:
+                for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                    out.write(chunk)
             finally:
                 body.close()
 

@@ -1,5 +1,7 @@
 """The local archive is write-once: same bytes again is a no-op, other bytes are refused."""
 
+import io
+
 import pytest
 
 from billing.domain.errors import ArchiveConflictError, ConfigurationError
@@ -35,3 +37,13 @@ def test_an_archive_url_no_backend_implements_is_refused(url):
         open_archive(url)
     with pytest.raises(ConfigurationError, match="no backend"):
         open_store(url)
+
+
+def test_download_writes_the_stored_bytes(tmp_path):
+    archive = LocalArchive(tmp_path / "archive")
+    archive.put_once("manifests/2026-11.json", b"{}" * 1_000_000)
+    out = io.BytesIO()
+    archive.download("manifests/2026-11.json", out)
+    assert out.getvalue() == b"{}" * 1_000_000
+    with pytest.raises(FileNotFoundError):
+        archive.download("manifests/2026-12.json", io.BytesIO())

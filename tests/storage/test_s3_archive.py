@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import io
 import threading
 import uuid
 from datetime import UTC, date, datetime
@@ -97,6 +98,18 @@ def test_get_refuses_an_object_whose_bytes_do_not_match_its_checksum(archive):
         pytest.skip("the server verifies checksums on PUT: no damaged object can be stored")
     with pytest.raises(ArchiveError, match="damaged.pdf"):
         archive.get("invoices/C0001/damaged.pdf")
+    with pytest.raises(ArchiveError, match="damaged.pdf"):  # streamed, checked at the end
+        archive.download("invoices/C0001/damaged.pdf", io.BytesIO())
+
+
+def test_download_streams_exactly_the_version_get_returns(archive):
+    large = bytes(range(256)) * 20_000  # 5 MB: several pieces
+    first = archive.put_once("manifests/2026-11.json", large)
+    out = io.BytesIO()
+    archive.download("manifests/2026-11.json", out, first.version_id)
+    assert out.getvalue() == archive.get("manifests/2026-11.json", first.version_id) == large
+    with pytest.raises(FileNotFoundError):
+        archive.download("manifests/2026-12.json", io.BytesIO())
 
 
 def test_the_same_bytes_again_write_nothing(archive):

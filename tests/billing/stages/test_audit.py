@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from billing import pipeline
 from billing.runtime import Runtime
-from billing.stages.audit import download_cycle, verify_cycle
+from billing.stages.audit import (
+    READ_AHEAD,
+    _check_objects,
+    _compared_with_ledger,
+    download_cycle,
+    verify_cycle,
+)
 from billing.stages.view import last_invoices
 from sample_data.generator import write_cycle
 from storage.archive import open_archive, sha256_hex
-from storage.ledger import invoice_documents, invoices, manifests, open_ledger
+from storage.ledger import invoice_documents, invoices, manifests, open_ledger, series_counters
 
 
 @pytest.fixture
@@ -94,6 +105,90 @@ def test_a_gap_in_the_series_is_reported(two_cycles):
         conn.execute(invoices.delete().where(invoices.c.number == "OR00000005"))
     problems = verify_cycle(engine, archive, "2026-11")
     assert "series OR: 1 number(s) missing, first 5" in problems
+
+
+def test_a_gap_at_the_first_number_and_a_number_beyond_the_counter_are_reported(two_cycles):
+    settings, engine, archive = two_cycles
+    with engine.begin() as conn:
+        last = conn.execute(
+            sa.select(series_counters.c.last_number).where(series_counters.c.series == "OR")
+        ).scalar_one()
+        conn.execute(invoices.update().where(invoices.c.seq == 1).values(seq=last + 5))
+    problems = verify_cycle(engine, archive, "2026-10")
+    assert "series OR: 1 number(s) missing, first 1" in problems
+    assert f"series OR: number(s) beyond the counter, first {last + 5}" in problems
+
+
+def test_a_manifest_that_is_not_json_is_named(two_cycles):
+    settings, engine, archive = two_cycles
+    path = writable(settings.home / "archive" / "manifests" / "2026-11.json")
+    path.write_bytes(path.read_bytes()[:-200])  # cut short, as by a failed copy
+    problems = verify_cycle(engine, archive, "2026-11")
+    assert problems[0].startswith("manifests/2026-11.json: sha256")
+    assert problems[1:] == ["manifests/2026-11.json: not valid JSON"]
+
+
+FOREIGN = ("AA00000001", "OR99999999", "ZZ1")  # numbers no invoice of 2026-11 has
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_every_entry_missing_repeated_foreign_or_edited_is_named_once(two_cycles, data):
+    """The ledger and the manifest are merged in number order without holding either: any
+    edit of the entries (in order or shuffled) gives exactly the problems it should."""
+    settings, engine, archive = two_cycles
+    manifest = json.loads(archive.get("manifests/2026-11.json"))
+    older = json.loads(archive.get("manifests/2026-10.json"))["invoices"][0]["number"]
+    numbers = [e["number"] for e in manifest["invoices"]]
+    entries = {e["number"]: e for e in manifest["invoices"]}
+    picks = data.draw(st.lists(st.sampled_from([*numbers, *FOREIGN, older]), max_size=60))
+    if data.draw(st.booleans()):
+        picks.sort()
+    edited = data.draw(st.sets(st.sampled_from(numbers), max_size=3))
+    listed = [
+        {**entries.get(n, {"number": n}), **({"total": "1.00"} if n in edited else {})}
+        for n in picks
+    ]
+    problems: list[str] = []
+    assert list(_compared_with_ledger(engine, "2026-11", listed, problems)) == listed
+    expected = Counter(
+        f"invoice {n}: in the ledger but not in the manifest" for n in set(numbers) - set(picks)
+    )
+    for at, n in enumerate(picks):
+        if n not in entries:
+            expected[f"invoice {n}: in the manifest but not in the ledger"] += 1
+        elif n in picks[:at]:
+            expected[f"invoice {n}: listed twice in the manifest"] += 1
+        elif n in edited:
+            expected[f"invoice {n}: manifest total '1.00' != ledger {entries[n]['total']!r}"] += 1
+    assert Counter(problems) == expected
+
+
+def test_objects_are_read_with_a_bounded_read_ahead(two_cycles):
+    settings, engine, archive = two_cycles
+    entries = json.loads(archive.get("manifests/2026-11.json"))["invoices"]
+    lock, pulled, read, ahead = threading.Lock(), 0, 0, []
+
+    def many() -> Iterator[dict]:
+        nonlocal pulled
+        for entry in entries * (2000 // len(entries) + 1):
+            with lock:
+                pulled += 1
+                ahead.append(pulled - read)
+            yield entry
+
+    def fetch(key: str, version_id: str | None) -> bytes:
+        nonlocal read
+        data = archive.get(key, version_id)
+        with lock:
+            read += 1
+        return data
+
+    assert _check_objects(archive, many(), fetch=fetch) == []
+    assert read == pulled > 2000
+    assert max(ahead) <= READ_AHEAD + 1
 
 
 def test_objects_no_invoice_owns_are_named(two_cycles):
@@ -188,3 +283,17 @@ def test_the_view_keeps_the_six_newest_whatever_order_cycles_are_run_in(settings
     for item in view:
         assert sha256_hex(Path(item["url"]).read_bytes()) == item["sha256"]
     assert verify_cycle(engine, archive, "2026-06") == []
+
+
+def test_verify_walks_a_postgresql_ledger_beside_its_lookups(settings_for, pg_url):
+    """On PostgreSQL the ledger is read through a server-side cursor while out-of-order
+    entries are looked up on the same connection."""
+    settings = settings_for(ledger_url=pg_url)
+    pipeline.run_cycle(Runtime(settings), "2026-11")
+    engine, archive = open_ledger(settings.ledger_url), open_archive(settings.archive_url)
+    assert verify_cycle(engine, archive, "2026-11") == []
+    entries = json.loads(archive.get("manifests/2026-11.json"))["invoices"]
+    shuffled = [*entries[1:50], entries[0], entries[3], *entries[50:]]
+    problems: list[str] = []
+    assert len(list(_compared_with_ledger(engine, "2026-11", shuffled, problems))) == len(shuffled)
+    assert problems == [f"invoice {entries[3]['number']}: listed twice in the manifest"]
