@@ -23,10 +23,11 @@ import contextlib
 import functools
 import unicodedata
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from reportlab.pdfbase import pdfdoc, pdfmetrics
+from reportlab import rl_config
+from reportlab.pdfbase import pdfdoc, pdfmetrics, ttfonts
 from reportlab.pdfbase.ttfonts import TTFont
 
 FONT_DIR = Path(__file__).with_name("fonts")
@@ -84,7 +85,8 @@ def seed_state() -> tuple[dict[int, int], tuple[tuple[int, ...], ...], int]:
 
 
 class _FontProgram(bytes):
-    """A subset font program from the cache, with its Flate stream computed once."""
+    """A cached stream's content (a subset font program, a ToUnicode CMap), with its Flate
+    stream computed once."""
 
     @functools.cached_property
     def compressed(self) -> bytes:
@@ -133,6 +135,57 @@ def _cache_subsets(font: TTFont) -> None:
     font.face.makeSubset = subset_program
     if not isinstance(pdfdoc.PDFZCompress, _CachingFlate):
         pdfdoc.PDFZCompress = _CachingFlate()
+    _cache_font_objects(font)
+
+
+def _cache_font_objects(font: TTFont) -> None:
+    """The other per-subset objects reportlab writes, formatted once per distinct subset: the
+    Widths array (formatted number by number, about 240 numbers a document) and the ToUnicode
+    CMap (built line by line and compressed). `addObjects` is reportlab's own; only how its
+    results are formatted changes, to the bytes reportlab would write."""
+    add_objects = font.addObjects
+
+    def add_cached_objects(doc: object) -> None:
+        add_objects(doc)
+        if not _caching:
+            return
+        for pdf_font in doc.idToObject["BasicFonts"].dict.values():
+            widths = getattr(pdf_font, "Widths", None)
+            if type(widths) is pdfdoc.PDFArray:
+                pdf_font.Widths = _formatted_array(tuple(widths.sequence), rl_config.pdfMultiLine)
+
+    font.addObjects = add_cached_objects
+    if not hasattr(ttfonts.makeToUnicodeCMap, "cache_info"):
+        ttfonts.makeToUnicodeCMap = _cached_cmap(ttfonts.makeToUnicodeCMap)
+
+
+class _Formatted(pdfdoc.PDFObject):
+    """A PDF object whose bytes were formatted before."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def format(self, document: object) -> bytes:
+        return self.data
+
+
+@functools.lru_cache(maxsize=SUBSET_CACHE)
+def _formatted_array(numbers: tuple[int, ...], multiline: int) -> _Formatted:
+    return _Formatted(pdfdoc.PDFArray(numbers).format(None))
+
+
+def _cached_cmap(make_cmap: Callable[[str, list[int]], str]) -> Callable[[str, list[int]], object]:
+    @functools.lru_cache(maxsize=SUBSET_CACHE)
+    def built(name: str, subset: tuple[int, ...]) -> _FontProgram:
+        # PDFZCompress compresses a text as UTF-8 and the CMap is ASCII: the same stream
+        return _FontProgram(make_cmap(name, list(subset)).encode("utf-8"))
+
+    @functools.wraps(make_cmap)
+    def cmap(name: str, subset: list[int]) -> object:
+        return built(name, tuple(subset)) if _caching else make_cmap(name, subset)
+
+    cmap.cache_info = built.cache_info  # marks the wrapper: wrap once per process
+    return cmap
 
 
 @functools.cache

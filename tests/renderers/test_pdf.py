@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from billing.domain.model import Supplier
 from billing.domain.validation import normalize_text
 from renderers.blocks import paginate
-from renderers.fonts import common, printable, undrawable
+from renderers.fonts import common, plain_reportlab, printable, undrawable
 from renderers.labels import LABELS
 from renderers.pdf import RenderError, render_invoice
 from renderers.sample_page import sample_invoice
@@ -241,6 +241,20 @@ def test_what_a_process_rendered_before_never_changes_an_invoices_bytes():
         render_invoice(invoice, SUPPLIER)
         assert hashlib.sha256(render_invoice(sample_invoice(), SUPPLIER)).hexdigest() == fresh
         assert render_invoice(invoice, SUPPLIER) == render_invoice(invoice, SUPPLIER)
+
+
+def test_the_per_subset_caches_write_the_bytes_reportlab_writes():
+    """Font programs, Widths arrays and ToUnicode CMaps come from per-process caches; with the
+    caches off (reportlab building every one) each invoice has the same bytes."""
+    invoices = (
+        sample_invoice(),
+        many_letters_invoice(),
+        make_invoice(customer=customer(name="Zoë")),
+    )
+    cached = [render_invoice(invoice, SUPPLIER) for invoice in invoices]
+    with plain_reportlab():
+        assert [render_invoice(invoice, SUPPLIER) for invoice in invoices] == cached
+    assert [render_invoice(invoice, SUPPLIER) for invoice in invoices] == cached
 
 
 def test_the_reference_invoice_is_one_page_under_30_kb():
