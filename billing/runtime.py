@@ -32,10 +32,12 @@ from billing.domain.model import Supplier
 
 @dataclass(frozen=True)
 class Renderer:
-    """Renders an invoice to PDF bytes; `template_version` is recorded with every document."""
+    """Renders an invoice to PDF bytes; `template_version` is recorded with every document;
+    `warm_up` builds the renderer's per-process caches (before render processes fork)."""
 
     render: Callable[..., bytes]
     template_version: str
+    warm_up: Callable[[], None] = lambda: None
 
 
 class Runtime:
@@ -106,8 +108,9 @@ class Runtime:
     @cached_property
     def renderer(self) -> Renderer:
         from renderers.pdf import TEMPLATE_VERSION, render_invoice
+        from renderers.sample_page import warm_up
 
-        return Renderer(render_invoice, TEMPLATE_VERSION)
+        return Renderer(render_invoice, TEMPLATE_VERSION, warm_up)
 
     @contextmanager
     def render_processes(self) -> Iterator[Any]:
@@ -115,8 +118,8 @@ class Runtime:
         chunk); None when there is one, or when this process may have no children (a
         daemonic pool worker): render in the caller.
 
-        They are forked (a few milliseconds: they start with the renderer already imported, and
-        need no entry point, where spawned ones would re-run the parent's main script), all at
+        They are forked (a few milliseconds: they start with the renderer already imported and
+        warmed up, and need no entry point, where spawned ones would re-run the parent's main script), all at
         once, before the archive step starts its upload threads; they end with the `with`, so
         a task process never leaves one behind, and on their own if this process dies."""
         import multiprocessing
@@ -127,6 +130,7 @@ class Runtime:
         import os
         from concurrent.futures import ProcessPoolExecutor
 
+        self.renderer.warm_up()
         pool = ProcessPoolExecutor(
             self.settings.render_processes,
             mp_context=multiprocessing.get_context("fork"),

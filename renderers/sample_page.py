@@ -9,6 +9,7 @@ ones), the 21 % and 11 % rates, a VAT-exempt line, a discount and a line with it
 from __future__ import annotations
 
 import argparse
+import functools
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -59,6 +60,14 @@ def sample_customer(language: str = "ro") -> Customer:
         delivery="electronic",
         notify="email",
     )
+
+
+@functools.cache
+def warm_up() -> None:
+    """Render the reference invoice once in this process, so that the font and its per-process
+    caches (the common subset's font program, the encoded labels) are built: a render process
+    forked after this starts with them instead of building them again for every chunk."""
+    render_invoice(sample_invoice(), load_supplier())
 
 
 def sample_invoice(language: str = "ro") -> IssuedInvoice:

@@ -11,6 +11,7 @@ prices and rates keep their exact decimal text.
 
 from __future__ import annotations
 
+import os
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -321,6 +322,19 @@ api_signatures = sa.Table(
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
+
+
+def _forget_parents_connections() -> None:
+    """In a forked child (a render process): the pooled connections are the parent's, so each
+    engine starts a new pool, leaving the parent's connections open for the parent. The lock
+    may have been held by another thread at the fork: the child gets a new one."""
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in list(_engines.values()):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parents_connections)
 
 
 def open_ledger(url: str) -> Engine:

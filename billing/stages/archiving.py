@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import BinaryIO
 
 import sqlalchemy as sa
@@ -28,7 +28,14 @@ from billing.domain.model import IssuedInvoice, Supplier
 from billing.stages.progress import NO_PROGRESS, Progress
 from storage.archive import Archive, StoredObject
 from storage.invoice_records import load_invoices, numbers_without_document
-from storage.ledger import cycles, invoice_documents, invoices, lock_manifest_chain, manifests
+from storage.ledger import (
+    cycles,
+    invoice_documents,
+    invoices,
+    lock_manifest_chain,
+    manifests,
+    open_ledger,
+)
 
 Renderer = Callable[[IssuedInvoice, Supplier], bytes]
 BATCH = 100
@@ -77,7 +84,7 @@ def archive_invoices(
     result = ArchiveResult()
     failures: list[str] = []
     ahead = LOOKAHEAD if renderers is not None else 0
-    in_flight: deque[tuple[list[IssuedInvoice], list[Future]]] = deque()
+    in_flight: deque[tuple[Sequence[str], list[Future]]] = deque()
     with ThreadPoolExecutor(max_workers=uploaders, thread_name_prefix="archive") as pool:
 
         def store_until(kept: int) -> None:
@@ -89,10 +96,11 @@ def archive_invoices(
                                  template_version, retention_years, failures)  # fmt: skip
                 progress.advance(len(batch))
 
+        ledger_url = engine.url.render_as_string(hide_password=False)
         for start in range(0, len(pending), BATCH):
-            with engine.connect() as conn:
-                batch = load_invoices(conn, pending[start : start + BATCH])
-            in_flight.append((batch, _start_rendering(renderers, render, batch, supplier)))
+            batch = pending[start : start + BATCH]
+            rendering = _start_rendering(renderers, render, ledger_url, batch, supplier)
+            in_flight.append((batch, rendering))
             store_until(ahead)
         store_until(0)
     if failures:
@@ -104,29 +112,51 @@ def archive_invoices(
     return result
 
 
-def render_batch(render: Renderer, batch: Sequence[IssuedInvoice], supplier: Supplier) -> list:
-    """Each invoice's PDF bytes, or the text of the `InvoicePipelineError` that stopped it (one
-    bad invoice must not hold up the rest). Runs in a render process, or in this one."""
-    rendered: list[bytes | str] = []
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """What a render process sends back for one invoice: where it goes, and its PDF or the
+    text of the `InvoicePipelineError` that stopped it."""
+
+    number: str
+    customer_id: str
+    issue_date: date
+    pdf: bytes | None
+    error: str | None = None
+
+
+def render_batch(
+    render: Renderer, ledger_url: str, numbers: Sequence[str], supplier: Supplier
+) -> list[Rendered]:
+    """Load the invoices `numbers` from the ledger and render each (one bad invoice must not
+    hold up the rest). Runs in a render process, which reads its own invoices so that the
+    process storing them does not spend its time building them; or in this one."""
+    with open_ledger(ledger_url).connect() as conn:
+        batch = load_invoices(conn, numbers)
+    rendered = []
     for invoice in batch:
+        where = (invoice.number, invoice.customer.customer_id, invoice.issue_date)
         try:
-            rendered.append(render(invoice, supplier))
+            rendered.append(Rendered(*where, render(invoice, supplier)))
         except InvoicePipelineError as exc:
-            rendered.append(str(exc) or type(exc).__name__)
+            rendered.append(Rendered(*where, None, str(exc) or type(exc).__name__))
     return rendered
 
 
 def _start_rendering(
-    renderers: Executor | None, render: Renderer, batch: list[IssuedInvoice], supplier: Supplier
+    renderers: Executor | None,
+    render: Renderer,
+    ledger_url: str,
+    batch: Sequence[str],
+    supplier: Supplier,
 ) -> list[Future]:
     """Futures of the batch's PDFs in order: split over the pool's processes, or rendered here."""
     if renderers is None:
         done: Future = Future()
-        done.set_result(render_batch(render, batch, supplier))
+        done.set_result(render_batch(render, ledger_url, batch, supplier))
         return [done]
     size = max(1, -(-len(batch) // RENDER_SPLIT))
     return [
-        renderers.submit(render_batch, render, batch[i : i + size], supplier)
+        renderers.submit(render_batch, render, ledger_url, batch[i : i + size], supplier)
         for i in range(0, len(batch), size)
     ]
 
@@ -136,29 +166,29 @@ def _store(
     failures,
 ) -> ArchiveResult:  # fmt: skip
     """Upload one rendered batch (in the upload pool) and record its documents."""
-    rendered = [data for future in rendering for data in future.result()]
+    rendered = [item for future in rendering for item in future.result()]
     uploads = []
-    for invoice, data in zip(batch, rendered, strict=True):
-        if isinstance(data, str):
-            failures.append(f"{invoice.number}: {data}")
+    for item in rendered:
+        if item.pdf is None:
+            failures.append(f"{item.number}: {item.error}")
             continue
-        key = invoice_key(invoice.customer.customer_id, invoice.number)
-        retain = retention_end(invoice.issue_date, retention_years)
-        uploads.append((invoice, pool.submit(archive.put_once, key, data, retain)))
+        key = invoice_key(item.customer_id, item.number)
+        retain = retention_end(item.issue_date, retention_years)
+        uploads.append((item.number, pool.submit(archive.put_once, key, item.pdf, retain)))
     rows = []
-    for invoice, upload in uploads:
+    for number, upload in uploads:
         try:
             stored = upload.result()
         except InvoicePipelineError as exc:
-            failures.append(f"{invoice.number}: {exc}")
+            failures.append(f"{number}: {exc}")
             continue
-        rows.append(_document_row(invoice, stored, cycle_id, template_version, run_id))
+        rows.append(_document_row(number, stored, cycle_id, template_version, run_id))
     return _record(engine, rows)
 
 
-def _document_row(invoice, stored: StoredObject, cycle_id, template_version, run_id) -> dict:
+def _document_row(number, stored: StoredObject, cycle_id, template_version, run_id) -> dict:
     return {
-        "number": invoice.number,
+        "number": number,
         "cycle_id": cycle_id,
         "template_version": template_version,
         "key": stored.key,
@@ -177,10 +207,15 @@ def _record(engine: Engine, rows: list[dict]) -> ArchiveResult:
     counts = {}
     with engine.begin() as conn:
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(invoice_documents).on_conflict_do_nothing(index_elements=["number"])
+        # counted by RETURNING: a batched insert's rowcount is -1 on PostgreSQL (psycopg)
+        statement = (
+            insert(invoice_documents)
+            .on_conflict_do_nothing(index_elements=["number"])
+            .returning(invoice_documents.c.number)
+        )
         for recovered in (False, True):
             group = [row for row in rows if row["recovered"] is recovered]
-            counts[recovered] = max(conn.execute(statement, group).rowcount, 0) if group else 0
+            counts[recovered] = len(conn.execute(statement, group).all()) if group else 0
     return ArchiveResult(archived=counts[False], recovered=counts[True])
 
 

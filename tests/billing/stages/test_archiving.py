@@ -189,6 +189,21 @@ def test_render_processes_archive_the_same_bytes_as_one_process(settings_for):
         ).read_bytes()
 
 
+def test_render_processes_read_a_postgresql_ledger_on_connections_of_their_own(
+    settings_for, pg_url
+):
+    """Render processes load their invoices themselves: forked children start new pools, so
+    the parent's pooled connections stay the parent's and keep working."""
+    settings = dataclasses.replace(settings_for(ledger_url=pg_url), render_processes=2)
+    runtime = Runtime(settings)
+    pipeline.start_run(runtime, "2026-11", "run-1")
+    pipeline.stage(runtime, "2026-11")
+    pipeline.issue(runtime, "2026-11", "run-1")
+    assert pipeline.archive_cycle(runtime, "2026-11", "run-1").archived == 301
+    assert pipeline.archive_cycle(runtime, "2026-11", "run-1").archived == 0  # the same pool
+    assert len(documents(settings)) == 301
+
+
 def test_an_invoice_that_a_render_process_cannot_render_fails_alone(settings_for):
     settings = dataclasses.replace(settings_for(), render_processes=2)
     runtime = Runtime(settings)
