@@ -397,6 +397,42 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+    """Insert `rows` (dicts with the same keys) as `connection.execute(table.insert(), rows)`
+    would, with each column's own bind processing, but without SQLAlchemy's per-row parameter
+    handling: PostgreSQL takes them by COPY, SQLite by one executemany. Issuing writes about 22
+    rows an invoice, and that handling was a third of its time."""
+    if not rows:
+        return
+    dialect = connection.dialect
+    unknown = rows[0].keys() - table.c.keys()
+    if unknown:
+        raise KeyError(f"{table.name} has no column {sorted(unknown)[0]}")
+    columns = [column for column in table.columns if column.name in rows[0]]  # table order
+    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+    names = [column.name for column in columns]
+    if any(processors):
+        pairs = [(name, processor) for name, processor in zip(names, processors, strict=True)]
+        values = [
+            tuple(row[name] if p is None else p(row[name]) for name, p in pairs) for row in rows
+        ]
+    else:
+        values = [tuple(row[name] for name in names) for row in rows]
+    cursor = connection.connection.cursor()
+    try:
+        if dialect.name == "postgresql":
+            quote = dialect.identifier_preparer
+            listed = ", ".join(quote.quote(name) for name in names)
+            with cursor.copy(f"COPY {quote.format_table(table)} ({listed}) FROM STDIN") as copy:
+                for value in values:
+                    copy.write_row(value)
+        else:  # SQLite's qmark style: the statement's ? in column order
+            statement = table.insert().values({name: sa.bindparam(name) for name in names})
+            cursor.executemany(str(statement.compile(dialect=dialect)), values)
+    finally:
+        cursor.close()
+
+
 def lock_manifest_chain(connection) -> None:
     """Serialise appends to the manifest chain until the transaction ends (on SQLite the
     transaction's write lock already does)."""

@@ -30,7 +30,15 @@ from billing.domain.notices import NoticeStatus
 from billing.domain.routing import recipient, route
 from billing.stages.progress import NO_PROGRESS, Progress
 from storage.invoice_records import customer_snapshot
-from storage.ledger import cycles, invoice_lines, invoice_vat, invoices, notices, series_counters
+from storage.ledger import (
+    cycles,
+    insert_rows,
+    invoice_lines,
+    invoice_vat,
+    invoices,
+    notices,
+    series_counters,
+)
 from storage.preferences import settle_overrides
 
 NUMBER_DIGITS = 8
@@ -136,11 +144,10 @@ def _issue_batch(engine, cycle: Cycle, batch, run_id: str) -> IssueResult:
             vat_rows.extend(vats)
             line_rows.extend(lines)
             notice_rows.extend(_notice_rows(number, cycle.cycle_id, customer, now))
-        conn.execute(invoices.insert(), rows)
-        conn.execute(invoice_vat.insert(), vat_rows)
-        conn.execute(invoice_lines.insert(), line_rows)
-        if notice_rows:  # the outbox is written in the invoice's own transaction
-            conn.execute(notices.insert(), notice_rows)
+        insert_rows(conn, invoices, rows)
+        insert_rows(conn, invoice_vat, vat_rows)
+        insert_rows(conn, invoice_lines, line_rows)
+        insert_rows(conn, notices, notice_rows)  # the outbox: in the invoice's own transaction
         conn.execute(
             series_counters.update()
             .where(series_counters.c.series == cycle.series)
