@@ -411,13 +411,13 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: list[dict]) ->
     columns = [column for column in table.columns if column.name in rows[0]]  # table order
     processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
     names = [column.name for column in columns]
-    if any(processors):
-        pairs = [(name, processor) for name, processor in zip(names, processors, strict=True)]
-        values = [
-            tuple(row[name] if p is None else p(row[name]) for name, p in pairs) for row in rows
-        ]
-    else:
-        values = [tuple(row[name] for name in names) for row in rows]
+    by_column = [
+        [row[name] for row in rows]
+        if processor is None
+        else list(map(processor, (row[name] for row in rows)))
+        for name, processor in zip(names, processors, strict=True)
+    ]  # column by column: one map per column, not a generator step per value
+    values = list(zip(*by_column, strict=True))
     cursor = connection.connection.cursor()
     try:
         if dialect.name == "postgresql":

@@ -118,29 +118,49 @@ def read_chunk_customer_ids(staging: BlobStore, ref: ChunkRef) -> list[str]:
 
 
 def read_chunk(staging: BlobStore, ref: ChunkRef) -> list[tuple[Customer, list[Charge]]]:
-    """The customers of one staged chunk with their charges, in customer_id order."""
+    """The customers of one staged chunk with their charges, in customer_id order.
+
+    Read column by column, not as a dict per row; amounts and dates repeat from charge to
+    charge, and each distinct text is converted once (Decimal and date are immutable)."""
     from datetime import date
     from decimal import Decimal
 
-    def table(name: str) -> list[dict[str, str]]:
-        return pq.read_table(
-            pa.BufferReader(staging.read_bytes(chunk_key(ref.cycle_id, ref.number, name)))
-        ).to_pylist()
+    def columns(name: str) -> dict[str, list[str]]:
+        data = staging.read_bytes(chunk_key(ref.cycle_id, ref.number, name))
+        return pq.read_table(pa.BufferReader(data)).to_pydict()
+
+    decimals: dict[str, Decimal] = {}
+    dates: dict[str, date | None] = {"": None}
+
+    def decimal(text: str) -> Decimal:
+        found = decimals.get(text)
+        if found is None:
+            found = decimals[text] = Decimal(text)
+        return found
+
+    def day(text: str) -> date | None:
+        if text in dates:
+            return dates[text]
+        found = dates[text] = date.fromisoformat(text)
+        return found
 
     by_customer: dict[str, list[Charge]] = defaultdict(list)
-    for c in table("charges"):
-        by_customer[c["customer_id"]].append(
+    c = columns("charges")
+    for cid, description, quantity, unit_price, vat_rate, start, end, row in zip(
+        c["customer_id"], c["description"], c["quantity"], c["unit_price"], c["vat_rate"],
+        c["service_start"], c["service_end"], c["row"], strict=True,
+    ):  # fmt: skip
+        by_customer[cid].append(
             Charge(
-                customer_id=c["customer_id"], description=c["description"],
-                quantity=Decimal(c["quantity"]), unit_price=Decimal(c["unit_price"]),
-                vat_rate=Decimal(c["vat_rate"]),
-                service_start=date.fromisoformat(c["service_start"]) if c["service_start"] else None,
-                service_end=date.fromisoformat(c["service_end"]) if c["service_end"] else None,
-                row=int(c["row"]),
+                customer_id=cid, description=description, quantity=decimal(quantity),
+                unit_price=decimal(unit_price), vat_rate=decimal(vat_rate),
+                service_start=day(start), service_end=day(end), row=int(row),
             )
         )  # fmt: skip
+    customers = columns("customers")
+    names = list(customers)
     result = []
-    for c in table("customers"):
-        customer = customer_from_row(c)
+    for values in zip(*customers.values(), strict=True):
+        customer = customer_from_row(dict(zip(names, values, strict=True)))
         result.append((customer, by_customer[customer.customer_id]))
     return result
