@@ -102,6 +102,7 @@ _POSTAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{1,9}")
 
 
 UNPRINTABLE = "unprintable_text"
+DESCRIPTION_MEMO = 100_000  # distinct charge texts a validator remembers (memory stays bounded)
 
 # The first character of a text that the invoice's font cannot draw, or None. The renderer owns
 # the font (renderers.fonts.undrawable); staging passes its check in, so the domain stays pure.
@@ -414,6 +415,31 @@ class ChargeValidator:
         self.cycle = cycle
         self.undrawable = undrawable
         self._period_rates = rates_in_period(cycle.period_start, cycle.period_end)
+        # Descriptions and amounts repeat from charge to charge: each distinct text is checked
+        # and parsed once per file (the results are immutable).
+        self._descriptions: dict[str, tuple[str, tuple[str, str] | None, tuple | None]] = {}
+        self._decimals: dict[str, Decimal | None] = {}
+
+    def _description(self, raw: str) -> tuple[str, tuple[str, str] | None, tuple | None]:
+        """(normalized text, its problem, its unprintable flag), once per distinct text."""
+        known = self._descriptions.get(raw)
+        if known is None:
+            text = normalize_text(raw)
+            problem = text_problem(text, TEXT_LIMITS["description"]) if text else None
+            flag = unprintable_flag(text, self.undrawable) if text and not problem else None
+            known = (text, problem, flag)
+            if len(self._descriptions) < DESCRIPTION_MEMO:
+                self._descriptions[raw] = known
+        return known
+
+    def _decimal(self, text: str) -> Decimal | None:
+        try:
+            return self._decimals[text]
+        except KeyError:
+            found = parse_decimal(text)
+            if len(self._decimals) < DESCRIPTION_MEMO:
+                self._decimals[text] = found
+            return found
 
     def validate(self, row: int, raw: dict[str, str]) -> tuple[Charge | None, list[Problem]]:
         cid = (raw.get("customer_id") or "").strip()
@@ -424,15 +450,15 @@ class ChargeValidator:
 
         if not cid:
             problem("customer_id", "missing", "customer_id is empty")
-        description = normalize_text(raw.get("description") or "")
+        description, found, flag = self._description(raw.get("description") or "")
         if not description:
             problem("description", "missing", "description is empty")
-        elif found := text_problem(description, TEXT_LIMITS["description"]):
+        elif found:
             problem("description", *found)
         numbers = {}
         for column in ("quantity", "unit_price", "vat_rate"):
             value = (raw.get(column) or "").strip()
-            numbers[column] = parse_decimal(value) if value else None
+            numbers[column] = self._decimal(value) if value else None
             if not value:
                 problem(column, "missing", f"{column} is empty")
             elif numbers[column] is None:
@@ -465,8 +491,8 @@ class ChargeValidator:
         if problems:
             return None, problems
         flagged = []
-        if found := unprintable_flag(description, self.undrawable):
-            flagged.append(Problem(self.file, row, cid, "description", *found))
+        if flag:
+            flagged.append(Problem(self.file, row, cid, "description", *flag))
         return (
             Charge(
                 customer_id=cid, description=description, quantity=numbers["quantity"],
