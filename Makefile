@@ -183,11 +183,13 @@ screenshots: install browser
 	PORTAL_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/portal/test_browser.py
 
 # Two pytest-xdist workers, one a core of the machines in use: the Airflow suites (the backfill
-# with a real scheduler alone takes five minutes) run beside the rest, not after it. The slow
-# tests are collected first (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+# with a real scheduler alone takes two minutes) run beside the rest, not after it. A worker
+# takes a whole test file at a time (loadfile), so a module's Airflow run is made once; the
+# files come in the order tests/conftest.py gives them (the Airflow files first, then those with
+# slow tests), not re-sorted by their number of tests. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: install browser
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist load
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Style, and the house plan: import-linter's contracts in pyproject.toml fail on any import that
 # points up the layers (README.md, "The house plan").
