@@ -22,8 +22,8 @@ pytest_plugins = ["tests.support.browser_fixtures"]
 # each worker asks for the next file when it is almost done with its own. A session-scoped
 # fixture is still built on each worker that uses it. (Not --dist loadgroup: xdist 3.8 groups
 # tests by rewriting item._nodeid, which pytest 9 no longer reads. Not --dist load: it handed
-# each worker a quarter of the collection at once, so the first worker got every slow test and
-# ran them one after another while the other ran the rest and then idled for three minutes.)
+# each worker the next eighth of the collection at once, so the first worker got every slow test
+# and ran them one after another while the other ran the rest and then idled for three minutes.)
 
 # The files that start Airflow, longest first: one to two minutes each. They are queued first,
 # so that none of them is left for the end while the other worker has nothing more to take.
