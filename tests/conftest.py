@@ -17,16 +17,42 @@ from tests.support.paths import SAMPLES
 # Fixtures for the browser tests (one Chromium per module, a phone-sized page per test).
 pytest_plugins = ["tests.support.browser_fixtures"]
 
-# `make test` runs on two pytest-xdist workers. Not --dist loadgroup: xdist 3.8 groups tests by
-# rewriting item._nodeid, which pytest 9 no longer reads, so its groups are silently ignored. A
-# session- or module-scoped fixture is therefore built on each worker that uses it.
+# `make test` runs on two pytest-xdist workers with --dist loadfile: a worker takes a whole test
+# file at a time, so a module-scoped fixture (one Airflow run, one cluster) is built once, and
+# each worker asks for the next file when it is almost done with its own. A session-scoped
+# fixture is still built on each worker that uses it. (Not --dist loadgroup: xdist 3.8 groups
+# tests by rewriting item._nodeid, which pytest 9 no longer reads. Not --dist load: it handed
+# each worker the next eighth of the collection at once, so the first worker got every slow test
+# and ran them one after another while the other ran the rest and then idled for three minutes.)
+
+# The files that start Airflow, longest first: one to two minutes each. They are queued first,
+# so that none of them is left for the end while the other worker has nothing more to take.
+AIRFLOW_FIRST = (
+    "tests/dags/test_backfill.py",
+    "tests/dags/test_invoice_cycle.py",
+    "tests/dags/test_cluster.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    # The slow tests first (a stable sort keeps their order and that of the rest): started last,
-    # the five minutes of the scheduler's backfill would run on one worker while the other idles.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+def pytest_collection_modifyitems(config, items):
+    """Files in the order the workers should take them: the Airflow files, then every file with
+    a slow test, then the rest; a file's tests stay together and in their order (a stable
+    sort), since xdist's loadfile queues files in the order their first test comes."""
+    root = config.rootpath
+
+    def rank(item) -> tuple[int, int]:
+        path = item.path.relative_to(root).as_posix()
+        if path in AIRFLOW_FIRST:
+            return 0, AIRFLOW_FIRST.index(path)
+        return (1 if path in slow_files else 2), 0
+
+    slow_files = {
+        item.path.relative_to(root).as_posix()
+        for item in items
+        if item.get_closest_marker("slow") is not None
+    }
+    items.sort(key=rank)
 
 
 # The machine's PostgreSQL (trust auth). CI requires it: a missing server fails, never skips.

@@ -240,12 +240,17 @@ class Visitor:
         self.get("/")
         return self.token
 
+    def request_code(self, phone: str, typed: str | None = None) -> httpx.Response:
+        """Ask for a code for `phone` and only the answer: no waiting for an SMS (to an unknown
+        number none comes, and `ask_code` waits 3 s to be sure of it)."""
+        self.get("/")
+        return self.post("/", {"phone": typed or phone})
+
     def ask_code(self, phone: str, typed: str | None = None) -> tuple[httpx.Response, str | None]:
         """Ask for a code for `phone` (E.164; `typed` as the customer writes it); the answer
         and the code the SMS carried (None when no SMS came: an unknown number)."""
         seen = len(self.outbox.code_messages(phone))
-        self.get("/")
-        response = self.post("/", {"phone": typed or phone})
+        response = self.request_code(phone, typed)
         if response.status_code != 200:
             return response, None
         try:
