@@ -32,6 +32,9 @@ class Settings:
     archive_url: str
     staging_url: str
     chunk_size: int = 1000
+    # At most this many chunks a cycle (chunks grow past chunk_size instead): each chunk is a
+    # mapped task of each stage, and Airflow's overhead is per task, not per customer.
+    max_chunks: int = 256
     # Processes that render PDFs beside the one archiving them; 1: render in that process.
     render_processes: int = 1
     smtp_host: str = ""
@@ -121,6 +124,7 @@ class Settings:
             archive_url=get("INVOICES_ARCHIVE_URL", str(home / "archive")),
             staging_url=get("INVOICES_STAGING_URL", str(home / "staging")),
             chunk_size=_positive_int(get("INVOICES_CHUNK_SIZE", "1000"), "INVOICES_CHUNK_SIZE"),
+            max_chunks=_positive_int(get("INVOICES_MAX_CHUNKS", "256"), "INVOICES_MAX_CHUNKS"),
             render_processes=_positive_int(
                 get("INVOICES_RENDER_PROCESSES", str(usable_cpus())), "INVOICES_RENDER_PROCESSES"
             ),

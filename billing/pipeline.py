@@ -73,6 +73,7 @@ def stage(
             runtime.staging,
             cycle_id,
             chunk_size=runtime.settings.chunk_size,
+            max_chunks=runtime.settings.max_chunks,
         )
         if period is not None:
             check_period(staged.cycle, period)

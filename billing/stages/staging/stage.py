@@ -58,6 +58,7 @@ def stage_cycle(
     cycle_id: str,
     chunk_size: int = 1000,
     work_dir: Path | None = None,
+    max_chunks: int = MAX_CHUNKS,
 ) -> StagedCycle:
     """Validate the export `<source>/<cycle_id>/` and write its chunks to `<staging>/<cycle_id>/`.
 
@@ -70,7 +71,9 @@ def stage_cycle(
     customers_file = customers_key.rsplit("/", 1)[1]
     charges_file = charges_key.rsplit("/", 1)[1]
     total_rows = count_rows(source, customers_key)
-    buckets = max(1, min(MAX_CHUNKS, math.ceil(total_rows / chunk_size)))
+    # chunk_size customers a chunk, larger when that would make more than max_chunks (at most
+    # Airflow's max_map_length): a million customers make 256 chunks of about 3,900
+    buckets = max(1, min(MAX_CHUNKS, max_chunks, math.ceil(total_rows / chunk_size)))
 
     with tempfile.TemporaryDirectory(prefix=f"stage-{cycle_id}-", dir=work_dir) as tmp:
         folder = Path(tmp)

@@ -396,3 +396,13 @@ def test_a_file_with_bare_carriage_return_line_endings_fails_once_saying_so(tmp_
     customers.write_bytes(text)
     with pytest.raises(InputError, match="customers.csv: lines end in a bare carriage return"):
         stage_cycle(open_store(str(source)), open_store(str(tmp_path / "staging")), "2026-10")
+
+
+def test_chunks_grow_past_the_chunk_size_rather_than_exceed_the_most_chunks(tmp_path):
+    source = open_store(str(SAMPLES))
+    one, other = open_store(str(tmp_path / "small")), open_store(str(tmp_path / "few"))
+    small = stage_cycle(source, one, "2026-11", chunk_size=10)
+    few = stage_cycle(source, other, "2026-11", chunk_size=10, max_chunks=4)
+    assert len(small.chunks) == 32 and len(few.chunks) == 4
+    assert all(c.total == 4 and c.customers > 10 for c in few.chunks)
+    assert sorted(staged_ids(other, few)) == sorted(staged_ids(one, small))
