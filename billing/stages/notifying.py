@@ -127,7 +127,9 @@ def notify_invoices(
     for start in range(0, len(todo), channel.batch):
         batch = todo[start : start + channel.batch]
         with engine.connect() as conn:
-            by_number = {i.number: i for i in load_invoices(conn, [n.number for n in batch])}
+            # a notice prints no line: the invoices without theirs
+            numbers = [n.number for n in batch]
+            by_number = {i.number: i for i in load_invoices(conn, numbers, with_lines=False)}
         messages, unusable = [], []
         for notice in batch:
             needed = channel.needs_pdf and notice.pdf

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from billing.domain.errors import UnsendableNoticeError
-from renderers.messages import render_email
+from renderers.messages import render_email, render_sms
 from renderers.supplier import load_supplier
 from tests.support.factory import customer, line, make_invoice
 
@@ -106,3 +106,14 @@ def test_only_web_links_are_accepted(link):
 def test_an_unknown_language_is_refused():
     with pytest.raises(UnsendableNoticeError, match="'de'"):
         render_email(make_invoice(customer=customer(language="de")), SUPPLIER)
+
+
+@pytest.mark.parametrize("language", ["ro", "en"])
+@pytest.mark.parametrize("link", [None, "https://facturi.example.ro/f/OR00000001"])
+def test_a_notice_prints_no_line_so_the_notify_step_loads_none(language, link):
+    """The notify step reads invoices without their lines and VAT summary
+    (`load_invoices(..., with_lines=False)`): the messages must come out the same."""
+    full = make_invoice(customer=customer(language=language))
+    bare = replace(full, lines=(), vat=())
+    assert render_email(bare, SUPPLIER, link) == render_email(full, SUPPLIER, link)
+    assert render_sms(bare, SUPPLIER.name, link) == render_sms(full, SUPPLIER.name, link)
