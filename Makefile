@@ -150,6 +150,8 @@ airflow: pools
 
 # Ends every process of the session `make airflow` started (task processes included, which
 # Airflow puts in process groups of their own), gently then for good.
+# A killed process is gone only once it is reaped: on a loaded machine that takes a moment,
+# so the last loop waits for the session to be empty before saying it stopped.
 airflow-stop:
 	@if [ ! -f "$(AIRFLOW_PID)" ]; then echo "Airflow is not running (no $(AIRFLOW_PID))"; exit 0; fi; \
 	session=$$(cat "$(AIRFLOW_PID)"); \
@@ -158,6 +160,7 @@ airflow-stop:
 	pkill -TERM -s "$$session"; \
 	for i in $$(seq 1 30); do pgrep -s "$$session" > /dev/null || break; sleep 1; done; \
 	pkill -KILL -s "$$session"; \
+	for i in $$(seq 1 20); do pgrep -s "$$session" > /dev/null || break; sleep 0.5; done; \
 	rm -f "$(AIRFLOW_PID)"; echo "Airflow stopped (session $$session)"
 
 # Airflow on the CeleryExecutor (api-server, scheduler, dag-processor, two Celery workers, moto's

@@ -47,3 +47,24 @@ def test_download_writes_the_stored_bytes(tmp_path):
     assert out.getvalue() == b"{}" * 1_000_000
     with pytest.raises(FileNotFoundError):
         archive.download("manifests/2026-12.json", io.BytesIO())
+
+
+def test_list_walks_folder_by_folder_in_sorted_order(tmp_path):
+    """list() yields keys in sorted-path order without holding the whole tree (a million
+    invoices' folders), hidden files included and the temporary folder left out."""
+    archive = LocalArchive(tmp_path / "archive")
+    keys = ["a/b.pdf", "a-c", "a/.x", "A/z", "b/c/d/e.pdf", "b/c.pdf", "b/c-d/f", "ab", "b/c/a"]
+    for key in keys:
+        path = tmp_path / "archive" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    (tmp_path / "archive" / ".tmp").mkdir(exist_ok=True)
+    (tmp_path / "archive" / ".tmp" / "partial").write_bytes(b"x")
+    root = tmp_path / "archive"
+    expected = [
+        p.relative_to(root).as_posix()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.relative_to(root).as_posix().startswith(".tmp/")
+    ]
+    assert list(archive.list()) == expected and sorted(expected) == sorted(keys)
+    assert list(archive.list("b/")) == ["b/c/a", "b/c/d/e.pdf", "b/c-d/f", "b/c.pdf"]
