@@ -119,9 +119,10 @@ class Runtime:
         daemonic pool worker): render in the caller.
 
         They are forked (a few milliseconds: they start with the renderer already imported and
-        warmed up, and need no entry point, where spawned ones would re-run the parent's main script), all at
-        once, before the archive step starts its upload threads; they end with the `with`, so
-        a task process never leaves one behind, and on their own if this process dies."""
+        warmed up, and need no entry point, where spawned ones would re-run the parent's main
+        script), all at once, before the archive step starts its upload threads; they end with
+        the `with`, so a task process never leaves one behind, and on their own if this process
+        dies."""
         import multiprocessing
 
         if self.settings.render_processes <= 1 or multiprocessing.current_process().daemon:

@@ -15,6 +15,7 @@ cost is one listing and one indexed query per thousand objects, whatever the arc
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 import tempfile
 from collections import deque
@@ -191,11 +192,8 @@ def _compared_with_ledger(
             last = max(last, number)
             yield entry
         # what no entry claimed, in number order: the skipped rows all precede `row`
-        for unlisted in [
-            *sorted(skipped),
-            *([row.number] if row else []),
-            *(r.number for r in rows),
-        ]:
+        rest = (r.number for r in itertools.chain([row] if row else [], rows))
+        for unlisted in itertools.chain(sorted(skipped), rest):
             problems.append(f"invoice {unlisted}: in the ledger but not in the manifest")
 
 

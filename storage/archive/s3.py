@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import mimetypes
 import time
@@ -137,7 +138,14 @@ class S3Archive:
     def get(self, key: str, version_id: str | None = None) -> bytes:
         """The bytes of `key` (of that version, if given), verified against their stored
         checksum; FileNotFoundError when there is no such object."""
-        # A BotoCoreError while reading is FlexibleChecksumError: the bytes do not match.
+        out = io.BytesIO()
+        self.download(key, out, version_id)
+        return out.getvalue()
+
+    def download(self, key: str, out: BinaryIO, version_id: str | None = None) -> None:
+        """The bytes of `key` written into `out` a megabyte at a time: botocore checks the
+        stored checksum when the stream ends, so a corrupted object raises before this returns
+        (a BotoCoreError while reading is FlexibleChecksumError: the bytes do not match)."""
         with map_s3_errors("read", self.describe(key, version_id)):
             response = self.client.get_object(
                 **self._address(key, version_id), ChecksumMode="ENABLED"
@@ -146,19 +154,6 @@ class S3Archive:
             try:
                 # Not `with body`: StreamingBody.__enter__ hands out the raw stream, which
                 # skips botocore's checksum and length checks.
-                return body.read()
-            finally:
-                body.close()
-
-    def download(self, key: str, out: BinaryIO, version_id: str | None = None) -> None:
-        """`get`, a megabyte at a time into `out`: botocore checks the stored checksum when
-        the stream ends, so a corrupted object raises before this returns."""
-        with map_s3_errors("read", self.describe(key, version_id)):
-            response = self.client.get_object(
-                **self._address(key, version_id), ChecksumMode="ENABLED"
-            )
-            body = response["Body"]
-            try:
                 for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
                     out.write(chunk)
             finally:
