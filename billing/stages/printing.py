@@ -102,7 +102,9 @@ def _next_part(engine: Engine, cycle_id: str, part_size: int) -> Sequence[sa.Row
 def _paper_items(engine: Engine, archive: Archive, pending: Sequence[sa.Row]) -> list[PaperItem]:
     """The part's invoices as the print house needs them; each PDF is read when it is merged."""
     with engine.connect() as conn:
-        issued = {i.number: i for i in load_invoices(conn, [p.number for p in pending])}
+        issued = {
+            i.number: i for i in load_invoices(conn, [p.number for p in pending], with_lines=False)
+        }
     return [
         PaperItem(
             number=p.number,
