@@ -102,9 +102,12 @@ def mailing_rows(files: dict[str, bytes]) -> list[tuple[str, dict[str, str]]]:
     ]
 
 
+# parts of 5 read 2 at a time (a read ends between parts) or all in one read
+@pytest.mark.parametrize("per_read", [2, printing.PARTS_PER_READ])
 def test_the_batch_is_cut_in_parts_of_at_most_n_in_one_postal_code_order(
-    settings_for, tmp_path, ledger_url
+    settings_for, tmp_path, ledger_url, per_read, monkeypatch
 ):
+    monkeypatch.setattr(printing, "PARTS_PER_READ", per_read)
     runtime = issued_paper_cycle(settings_for, tmp_path, 23, 5, ledger_url=ledger_url)
     result = pipeline.print_cycle(runtime, "2026-11", "print-1")
 
