@@ -198,11 +198,12 @@ def resend_failed(
 
 def print_cycle(runtime: Runtime, cycle_id: str, run_id: str) -> PrintResult:
     """Put the cycle's paper invoices that are in no batch yet into the print batch, in parts
-    of at most `INVOICES_PRINT_BATCH_SIZE` invoices."""
-    with _timed(runtime, run_id, "print_batch") as done:
+    of at most `INVOICES_PRINT_BATCH_SIZE` invoices, merged by the render processes."""
+    with _timed(runtime, run_id, "print_batch") as done, \
+            runtime.render_processes() as builders:  # fmt: skip
         result = print_pending(
             runtime.ledger, runtime.archive, cycle_id, run_id, runtime.settings.retention_years,
-            runtime.settings.print_batch_size,
+            runtime.settings.print_batch_size, builders, runtime.settings.render_processes,
         )  # fmt: skip
         done.items = result.queued
     return result

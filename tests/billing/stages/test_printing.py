@@ -171,6 +171,25 @@ class CrashingArchive:
         return getattr(self.archive, name)
 
 
+def test_parts_merged_by_other_processes_are_the_parts_merged_here(
+    settings_for, tmp_path, monkeypatch
+):
+    # two processes merge while this one reads the next part's PDFs and archives in order; a
+    # read of 2 parts ends between them, so the last merges of each read are waited for
+    monkeypatch.setattr(printing, "PARTS_PER_READ", 2)
+    here = issued_paper_cycle(settings_for, tmp_path / "here", 23, 5, render_processes=1,
+                              home=tmp_path / "here")  # fmt: skip
+    there = issued_paper_cycle(settings_for, tmp_path / "there", 23, 5, render_processes=2,
+                               home=tmp_path / "there")  # fmt: skip
+    merged_here = pipeline.print_cycle(here, "2026-11", "print-1")
+    with there.render_processes() as builders:
+        assert builders is not None
+    merged_there = pipeline.print_cycle(there, "2026-11", "print-1")
+    assert merged_there == merged_here and len(merged_here.parts) == 5
+    assert print_files(there) == print_files(here)
+    assert pipeline.print_cycle(there, "2026-11", "print-2").queued == 0
+
+
 @pytest.mark.parametrize(
     "crash",
     [
