@@ -2,7 +2,9 @@
 
 Keys: name, cui, trade_register, address, iban, bank, share_capital (required, non-empty text);
 email, phone, website (optional text); exemption_ground (optional: one text for both languages,
-or {"ro": ..., "en": ...}), the legal ground printed under the table for 0 % VAT lines.
+or {"ro": ..., "en": ...}), the legal ground printed under the table for 0 % VAT lines;
+postal_address (optional: {"street", "city", "county", "postal_code", "country"}, country RO if
+left out), the address as e-Factura needs it, in parts (the printed `address` stays one text).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from billing.domain.errors import ConfigurationError
-from billing.domain.model import Supplier
-from billing.domain.validation import valid_cui
+from billing.domain.model import Address, Supplier
+from billing.domain.validation import county_code, valid_cui
 from renderers.labels import LABELS
 
 DEFAULT_PATH = Path(__file__).with_name("supplier.json")
@@ -30,6 +32,7 @@ class SupplierProfile(Supplier):
 
     exemption_ground_ro: str = ""
     exemption_ground_en: str = ""
+    postal_address: Address | None = None
 
 
 def exemption_ground(supplier: Supplier, language: str) -> str:
@@ -69,7 +72,9 @@ def load_supplier(path: Path | None = None) -> Supplier:
 
 
 def _profile(data: dict) -> SupplierProfile:
-    unknown = sorted(set(data) - {*REQUIRED_KEYS, *OPTIONAL_KEYS, "exemption_ground"})
+    unknown = sorted(
+        set(data) - {*REQUIRED_KEYS, *OPTIONAL_KEYS, "exemption_ground", "postal_address"}
+    )
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r}")
     fields = {key: _text(data, key, required=True) for key in REQUIRED_KEYS}
@@ -81,8 +86,27 @@ def _profile(data: dict) -> SupplierProfile:
         raise ValueError(f"iban: {fields['iban']!r} is not a valid IBAN (check digits)")
     grounds = _exemption_grounds(data.get("exemption_ground", ""))
     return SupplierProfile(
-        **fields, exemption_ground_ro=grounds["ro"], exemption_ground_en=grounds["en"]
-    )
+        **fields, exemption_ground_ro=grounds["ro"], exemption_ground_en=grounds["en"],
+        postal_address=_postal_address(data.get("postal_address")),
+    )  # fmt: skip
+
+
+ADDRESS_KEYS = ("street", "city", "county", "postal_code")
+
+
+def _postal_address(value: object) -> Address | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("postal_address: must be an object with " + ", ".join(ADDRESS_KEYS))
+    unknown = sorted(set(value) - {*ADDRESS_KEYS, "country"})
+    if unknown:
+        raise ValueError(f"postal_address: unknown key {unknown[0]!r}")
+    parts = {key: _text(value, key, required=True) for key in ADDRESS_KEYS}
+    country = _text(value, "country", required=False).upper() or "RO"
+    if country == "RO" and county_code(parts["county"]) is None:
+        raise ValueError(f"postal_address: county {parts['county']!r} is not a Romanian county")
+    return Address(**parts, country=country)
 
 
 def _text(data: dict, key: str, *, required: bool) -> str:
