@@ -35,6 +35,7 @@ from billing.stages.staging import (
     read_chunk_customer_ids,
     stage_cycle,
 )
+from renderers.efactura.ubl import check_supplier as check_efactura_supplier
 
 CHANNELS = tuple(str(channel) for channel in MESSAGE_CHANNELS)
 
@@ -113,7 +114,11 @@ def issue(
 def archive_chunk(
     runtime: Runtime, ref: ChunkRef, run_id: str, progress: Progress = NO_PROGRESS
 ) -> ArchiveResult:
-    """Render and archive the PDFs of one chunk's invoices that are not archived yet."""
+    """Render and archive the PDFs and e-Factura XMLs of one chunk's invoices that are not
+    archived yet."""
+    renderer = runtime.renderer
+    if renderer.efactura is not None:
+        check_efactura_supplier(runtime.supplier)  # fails the task at once, not per invoice
     with _timed(runtime, run_id, "render_archive", ref.number) as done, \
             runtime.render_processes() as renderers:  # fmt: skip
         result = archive_invoices(
@@ -128,6 +133,7 @@ def archive_chunk(
             runtime.settings.retention_years,
             renderers=renderers,
             progress=progress,
+            make_xml=renderer.efactura,
         )
         done.items = result.archived + result.recovered
     return result

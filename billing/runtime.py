@@ -33,11 +33,13 @@ from billing.domain.model import Supplier
 @dataclass(frozen=True)
 class Renderer:
     """Renders an invoice to PDF bytes; `template_version` is recorded with every document;
-    `warm_up` builds the renderer's per-process caches (before render processes fork)."""
+    `warm_up` builds the renderer's per-process caches (before render processes fork);
+    `efactura` makes its e-Factura XML (None: none is made)."""
 
     render: Callable[..., bytes]
     template_version: str
     warm_up: Callable[[], None] = lambda: None
+    efactura: Callable[..., bytes] | None = None
 
 
 class Runtime:
@@ -107,10 +109,11 @@ class Runtime:
 
     @cached_property
     def renderer(self) -> Renderer:
+        from renderers.efactura.ubl import invoice_xml
         from renderers.pdf import TEMPLATE_VERSION, render_invoice
         from renderers.sample_page import warm_up
 
-        return Renderer(render_invoice, TEMPLATE_VERSION, warm_up)
+        return Renderer(render_invoice, TEMPLATE_VERSION, warm_up, invoice_xml)
 
     @contextmanager
     def render_processes(self) -> Iterator[Any]:

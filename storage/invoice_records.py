@@ -17,7 +17,13 @@ from billing.domain.model import (
     customer_from_row,
     customer_to_row,
 )
-from storage.ledger import invoice_documents, invoice_lines, invoice_vat, invoices
+from storage.ledger import (
+    efactura_documents,
+    invoice_documents,
+    invoice_lines,
+    invoice_vat,
+    invoices,
+)
 
 # The invoice row keeps the customer's fields under these names where they differ.
 LEDGER_COLUMN = {"name": "customer_name", "tax_id": "customer_tax_id"}
@@ -32,17 +38,29 @@ def numbers_without_document(
     conn: Connection, cycle_id: str, customer_ids: Sequence[str]
 ) -> list[str]:
     """Invoice numbers of the cycle, for these customers, that have no archived document yet."""
+    return [number for number, pdf, _ in documents_missing(conn, cycle_id, customer_ids) if pdf]
+
+
+def documents_missing(
+    conn: Connection, cycle_id: str, customer_ids: Sequence[str], xml: bool = False
+) -> list[tuple[str, bool, bool]]:
+    """(number, no PDF yet, no e-Factura XML yet) of the cycle's invoices for these customers
+    that miss their PDF, or with `xml` their XML, in number order."""
+    no_pdf = invoice_documents.c.number.is_(None)
+    no_xml = efactura_documents.c.number.is_(None)
     query = (
-        sa.select(invoices.c.number)
-        .select_from(invoices.outerjoin(invoice_documents))
+        sa.select(invoices.c.number, no_pdf, no_xml)
+        .select_from(invoices.outerjoin(invoice_documents).outerjoin(efactura_documents))
         .where(
             invoices.c.cycle_id == cycle_id,
             invoices.c.customer_id.in_(customer_ids),
-            invoice_documents.c.number.is_(None),
+            sa.or_(no_pdf, no_xml) if xml else no_pdf,
         )
         .order_by(invoices.c.number)
     )
-    return list(conn.execute(query).scalars())
+    return [
+        (number, bool(pdf), bool(missing) and xml) for number, pdf, missing in conn.execute(query)
+    ]
 
 
 def load_invoices(

@@ -168,6 +168,30 @@ invoice_documents = sa.Table(
     sa.Index("ix_invoice_documents_cycle", "cycle_id"),
 )
 
+# The e-Factura XML of each invoice (contract 7) and where it stands with ANAF. state: pending
+# (made and archived, not uploaded yet), invalid (fails validation: never uploaded), uploaded,
+# accepted, rejected; `state_at` is when it entered that state, `findings` the JSON list of the
+# rules it breaks (validation) or of ANAF's errors (rejection).
+efactura_documents = sa.Table(
+    "efactura_documents",
+    metadata,
+    sa.Column("number", sa.String(24), sa.ForeignKey("invoices.number"), primary_key=True),
+    sa.Column("cycle_id", sa.String(32), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("version_id", sa.String(1024)),
+    sa.Column("archived_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("recovered", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("state_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("findings", sa.Text, nullable=False, server_default=""),
+    sa.Column("validated_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_efactura_documents_cycle_state", "cycle_id", "state"),
+)
+
 manifests = sa.Table(
     "manifests",
     metadata,

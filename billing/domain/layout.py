@@ -23,6 +23,11 @@ def invoice_key(customer_id: str, number: str) -> str:
     return f"invoices/{customer_id}/{number}.pdf"
 
 
+def efactura_key(customer_id: str, number: str) -> str:
+    """The e-Factura XML of an invoice (contract 7)."""
+    return f"efactura/{customer_id}/{number}.xml"
+
+
 def manifest_key(cycle_id: str) -> str:
     return f"manifests/{cycle_id}.json"
 

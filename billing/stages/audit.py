@@ -32,7 +32,13 @@ from sqlalchemy.engine import Engine
 from billing.domain.layout import invoice_key, manifest_key
 from billing.stages.archiving import MANIFEST_ROWS, number_order
 from storage.archive import DOWNLOAD_CHUNK, Archive, sha256_hex
-from storage.ledger import invoice_documents, invoices, manifests, series_counters
+from storage.ledger import (
+    efactura_documents,
+    invoice_documents,
+    invoices,
+    manifests,
+    series_counters,
+)
 
 READERS = 8  # concurrent object reads
 READ_AHEAD = 64  # manifest entries waiting for a reader: memory stays flat
@@ -142,11 +148,14 @@ def _fetched_manifest(
 
 
 def _ledger_rows(cycle_id: str):
+    xml = efactura_documents
     return sa.select(
         invoices.c.number, invoices.c.customer_id, invoices.c.issue_date, invoices.c.total,
         invoice_documents.c.key, invoice_documents.c.size, invoice_documents.c.sha256,
-        invoice_documents.c.version_id,
-    ).select_from(invoices.outerjoin(invoice_documents)).where(
+        invoice_documents.c.version_id, xml.c.key.label("xml_key"),
+        xml.c.size.label("xml_size"), xml.c.sha256.label("xml_sha256"),
+        xml.c.version_id.label("xml_version_id"),
+    ).select_from(invoices.outerjoin(invoice_documents).outerjoin(xml)).where(
         invoices.c.cycle_id == cycle_id
     )  # fmt: skip
 
@@ -208,6 +217,24 @@ def _compare(row: sa.Row, entry: dict, problems: list[str]) -> None:
             problems.append(
                 f"invoice {row.number}: manifest {field} {entry.get(field)!r} != ledger {value!r}"
             )
+    if "efactura" not in entry:  # listed before its XML was made (or a manifest before contract 7)
+        return
+    xml = entry["efactura"] if isinstance(entry["efactura"], dict) else {}
+    if row.xml_key is None:
+        problems.append(
+            f"invoice {row.number}: the manifest lists an e-Factura XML the ledger has not"
+        )
+        return
+    expected = {
+        "key": row.xml_key, "size": row.xml_size, "sha256": row.xml_sha256,
+        "version_id": row.xml_version_id,
+    }  # fmt: skip
+    for field, value in expected.items():
+        if xml.get(field) != value:
+            problems.append(
+                f"invoice {row.number}: manifest efactura {field} {xml.get(field)!r} != "
+                f"ledger {value!r}"
+            )
 
 
 def _check_objects(
@@ -217,7 +244,14 @@ def _check_objects(
     at most READ_AHEAD entries in flight."""
 
     def check(entry: dict) -> list[str]:
-        number, key = entry["number"], entry.get("key")
+        found = check_object(entry["number"], entry)
+        if "efactura" in entry:  # its e-Factura XML, checked the same way
+            xml = entry["efactura"]
+            found += check_object(entry["number"], xml if isinstance(xml, dict) else {})
+        return found
+
+    def check_object(number: str, entry: dict) -> list[str]:
+        key = entry.get("key")
         if not isinstance(key, str):
             return [f"invoice {number}: the manifest names no object"]
         try:

@@ -117,6 +117,8 @@ STAGE_ROWS = (
     ("pdfs_archived", "PDFs archived"),
     ("pdfs_existing", "already archived"),
     ("pdfs_recovered", "  of which recovered"),
+    ("efactura_xmls", "e-Factura XMLs"),
+    ("efactura_missing", "  invoices without one"),
     ("paper_queued", "paper queued"),
     ("fallbacks", "fallbacks"),
     ("chunks", "chunks"),

@@ -25,7 +25,7 @@ from billing.stages.report_text import mask_contacts, pick_examples, safe_custom
 from billing.stages.staging import load_staged
 from storage.archive import Archive
 from storage.blobs import BlobStore
-from storage.ledger import invoice_documents, invoices, notices, runs
+from storage.ledger import efactura_documents, invoice_documents, invoices, notices, runs
 from storage.timings import stage_spans
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def document_counts(engine: Engine, cycle_id: str, run_id: str) -> dict[str, int
       a run that crashed before recording them) in the archive;
     - `pdfs_recovered`: those of `pdfs_existing` found in the archive and recorded by this run.
 
-    `pdfs_archived + pdfs_existing` is every archived PDF of the cycle.
+    `pdfs_archived + pdfs_existing` is every archived PDF of the cycle. `efactura_xmls`: the
+    cycle's archived e-Factura XMLs; `efactura_missing`: its invoices without one.
     """
     # One labelled expression in both clauses: PostgreSQL matches GROUP BY to the select list
     # by its text, and two separate comparisons would bind run_id under two names.
@@ -113,12 +114,20 @@ def document_counts(engine: Engine, cycle_id: str, run_id: str) -> dict[str, int
             .where(invoice_documents.c.cycle_id == cycle_id)
             .group_by(by_this_run, recovered)
         ).all()
+        xmls, missing = conn.execute(
+            sa.select(sa.func.count(efactura_documents.c.number),
+                      sa.func.count().filter(efactura_documents.c.number.is_(None)))
+            .select_from(invoices.outerjoin(efactura_documents))
+            .where(invoices.c.cycle_id == cycle_id)
+        ).one()  # fmt: skip
     counts = {(bool(mine), bool(found)): count for mine, found, count in rows}
     archived = counts.get((True, False), 0)
     return {
         "pdfs_archived": archived,
         "pdfs_existing": sum(counts.values()) - archived,
         "pdfs_recovered": counts.get((True, True), 0),
+        "efactura_xmls": xmls,
+        "efactura_missing": missing,
     }
 
 
@@ -230,6 +239,11 @@ def run_warnings(report: dict) -> list[str]:
         warnings.append(
             f"{report['quarantined_customers']} of {report['customers']} customers were "
             "quarantined: check the export before the next run"
+        )
+    if report.get("efactura_missing"):
+        warnings.append(
+            f"{report['efactura_missing']} invoice(s) have no e-Factura XML, so they cannot be "
+            "reported to ANAF: run the cycle again (the render_archive log names the cause)"
         )
     return warnings
 

@@ -44,14 +44,21 @@ _BUCHAREST_POSTAL_CODE = re.compile(r"0([1-6])[0-9]{4}")
 _SECTOR = re.compile(r"\bsector(?:ul)?\s*([1-6])\b", re.IGNORECASE)
 
 
-def invoice_xml(invoice: IssuedInvoice, supplier: Supplier) -> bytes:
-    """The invoice's UBL 2.1 CIUS-RO XML, UTF-8."""
-    seller_address = getattr(supplier, "postal_address", None)
-    if seller_address is None:
+def check_supplier(supplier: Supplier) -> Address:
+    """The supplier's postal address in parts, which the XML needs; ConfigurationError when the
+    supplier file gives none."""
+    address = getattr(supplier, "postal_address", None)
+    if address is None:
         raise ConfigurationError(
             "supplier file: postal_address (street, city, county, postal_code) is needed for "
-            "e-Factura"
+            "the e-Factura XML"
         )
+    return address
+
+
+def invoice_xml(invoice: IssuedInvoice, supplier: Supplier) -> bytes:
+    """The invoice's UBL 2.1 CIUS-RO XML, UTF-8."""
+    seller_address = check_supplier(supplier)
     currency = invoice.currency
     money = _Money(currency)
     out: list[str] = ['<?xml version="1.0" encoding="UTF-8"?>\n', f"<Invoice{NAMESPACES}>"]

@@ -100,6 +100,7 @@ def test_a_gap_in_the_series_is_reported(two_cycles):
     settings, engine, archive = two_cycles
     with engine.begin() as conn:
         conn.execute(invoice_documents.delete().where(invoice_documents.c.number == "OR00000005"))
+        conn.execute(sa.text("DELETE FROM efactura_documents WHERE number = 'OR00000005'"))
         conn.execute(sa.text("DELETE FROM invoice_lines WHERE number = 'OR00000005'"))
         conn.execute(sa.text("DELETE FROM invoice_vat WHERE number = 'OR00000005'"))
         conn.execute(invoices.delete().where(invoices.c.number == "OR00000005"))

@@ -1,0 +1,152 @@
+"""The e-Factura XML in the cycle run (contract 7): made beside each PDF, archived once under
+`efactura/<customer_id>/<number>.xml`, recorded with its size and sha256, listed in the cycle
+manifest and checked by audit verify like the PDF; a re-run or a crash rewrites nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from billing import pipeline
+from billing.domain.errors import ConfigurationError
+from billing.domain.layout import efactura_key
+from billing.runtime import Runtime
+from billing.stages.audit import verify_cycle
+from renderers.efactura.validation import Validator
+from renderers.supplier import DEFAULT_PATH
+from storage.archive import open_archive, sha256_hex
+from storage.ledger import efactura_documents, invoices, manifests, open_ledger
+
+
+def xml_rows(settings) -> dict[str, sa.Row]:
+    with open_ledger(settings.ledger_url).connect() as conn:
+        return {r.number: r for r in conn.execute(sa.select(efactura_documents))}
+
+
+def without_xml(runtime: Runtime) -> Runtime:
+    """The runtime of a release before the e-Factura XML: its renderer makes none."""
+    runtime.__dict__["renderer"] = dataclasses.replace(runtime.renderer, efactura=None)
+    return runtime
+
+
+def test_every_invoice_gets_its_xml_archived_recorded_and_in_the_manifest(issued_copy):
+    settings, reports = issued_copy
+    report = reports[1]
+    rows = xml_rows(settings)
+    with open_ledger(settings.ledger_url).connect() as conn:
+        owners = dict(
+            conn.execute(
+                sa.select(invoices.c.number, invoices.c.customer_id).where(
+                    invoices.c.cycle_id == "2026-11"
+                )
+            ).all()
+        )
+    assert report["efactura_xmls"] == len(owners) and report["efactura_missing"] == 0
+    validator = Validator()
+    for number, customer_id in owners.items():
+        row = rows[number]
+        assert (row.key, row.state, row.cycle_id) == (
+            efactura_key(customer_id, number),
+            "pending",
+            "2026-11",
+        )
+        data = (settings.home / "archive" / row.key).read_bytes()
+        assert (len(data), sha256_hex(data)) == (row.size, row.sha256)
+        assert f"<cbc:ID>{number}</cbc:ID>".encode() in data
+        if number.endswith("7"):  # a sample of them through the three layers
+            assert [f for f in validator.validate(data) if f.fatal] == []
+    manifest = json.loads((settings.home / "archive" / "manifests" / "2026-11.json").read_bytes())
+    for entry in manifest["invoices"]:
+        row = rows[entry["number"]]
+        assert entry["efactura"] == {
+            "key": row.key, "size": row.size, "sha256": row.sha256, "version_id": row.version_id
+        }  # fmt: skip
+
+
+def test_a_rerun_or_a_crash_before_recording_rewrites_no_xml(settings_for):
+    settings = settings_for()
+    runtime = Runtime(settings)
+    pipeline.start_run(runtime, "2026-11", "killed")
+    pipeline.stage(runtime, "2026-11")
+    pipeline.issue(runtime, "2026-11", "killed")
+    pipeline.archive_cycle(runtime, "2026-11", "killed")
+    before = xml_rows(settings)
+    files = {
+        p: p.stat().st_mtime_ns for p in (settings.home / "archive" / "efactura").rglob("*.xml")
+    }
+    assert len(files) == len(before) > 0
+    lost = sorted(before)[:15]
+    with open_ledger(settings.ledger_url).begin() as conn:  # stored, not recorded: the crash
+        conn.execute(efactura_documents.delete().where(efactura_documents.c.number.in_(lost)))
+
+    report = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="again", send_notices=False)
+    after = xml_rows(settings)
+    assert report["efactura_missing"] == 0 and report["pdfs_archived"] == 0
+    assert sorted(n for n, r in after.items() if r.recovered) == lost
+    assert {n: (r.key, r.sha256) for n, r in after.items()} == {
+        n: (r.key, r.sha256) for n, r in before.items()
+    }
+    assert {p: p.stat().st_mtime_ns for p in files} == files  # not one file written again
+    manifest = json.loads((settings.home / "archive" / "manifests" / "2026-11.json").read_bytes())
+    assert all("efactura" in entry for entry in manifest["invoices"])
+    third = pipeline.run_cycle(Runtime(settings), "2026-11", run_id="third", send_notices=False)
+    assert third["manifest"] == report["manifest"] and xml_rows(settings) == after
+
+
+def test_a_cycle_closed_before_the_xml_gets_its_xmls_and_keeps_its_manifest(settings_for):
+    settings = settings_for()
+    old = pipeline.run_cycle(without_xml(Runtime(settings)), "2026-11", "old", send_notices=False)
+    assert old["efactura_xmls"] == 0 and old["efactura_missing"] == old["invoices_issued"]
+    assert any("no e-Factura XML" in warning for warning in old["warnings"])
+    manifest = (settings.home / "archive" / "manifests" / "2026-11.json").read_bytes()
+    assert b'"efactura"' not in manifest
+
+    new = pipeline.run_cycle(Runtime(settings), "2026-11", "upgraded", send_notices=False)
+    assert new["efactura_xmls"] == old["invoices_issued"] and new["efactura_missing"] == 0
+    assert new["pdfs_archived"] == 0 and new["manifest"] == old["manifest"]
+    assert (settings.home / "archive" / "manifests" / "2026-11.json").read_bytes() == manifest
+    engine = open_ledger(settings.ledger_url)
+    assert verify_cycle(engine, open_archive(settings.archive_url), "2026-11") == []
+
+
+def test_audit_verify_names_an_xml_changed_or_gone(issued_copy):
+    settings, _ = issued_copy
+    engine, archive = open_ledger(settings.ledger_url), open_archive(settings.archive_url)
+    rows = sorted((r for r in xml_rows(settings).values() if r.cycle_id == "2026-11"),
+                  key=lambda r: r.number)  # fmt: skip
+    changed, gone = rows[3], rows[4]
+    path = settings.home / "archive" / changed.key
+    os.chmod(path, 0o644)
+    path.write_bytes(path.read_bytes().replace(b"RO-", b"RO_", 1))
+    (settings.home / "archive" / gone.key).unlink()
+    problems = verify_cycle(engine, archive, "2026-11")
+    assert f"invoice {changed.number}: {changed.key} sha256" in "\n".join(problems)
+    assert f"invoice {gone.number}: {gone.key} is missing from the archive" in problems
+    with engine.begin() as conn:  # the ledger's record edited: the manifest disagrees
+        conn.execute(
+            efactura_documents.update()
+            .where(efactura_documents.c.number == rows[5].number)
+            .values(sha256="0" * 64)
+        )
+    problems = verify_cycle(engine, archive, "2026-11")
+    assert any(
+        p.startswith(f"invoice {rows[5].number}: manifest efactura sha256") for p in problems
+    )
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(manifests)).scalar() == 2
+
+
+def test_a_supplier_file_without_its_postal_address_fails_the_render_step_at_once(
+    settings_for, tmp_path
+):
+    supplier = json.loads(DEFAULT_PATH.read_text(encoding="utf-8"))
+    del supplier["postal_address"]
+    path = tmp_path / "supplier.json"
+    path.write_text(json.dumps(supplier, ensure_ascii=False))
+    settings = settings_for(supplier_file=path)
+    with pytest.raises(ConfigurationError, match="postal_address"):
+        pipeline.run_cycle(Runtime(settings), "2026-11", "no-address", send_notices=False)
