@@ -294,6 +294,53 @@ def preferences_export(
     err.print(f"{count} change(s) written to {out}", highlight=False)
 
 
+efactura_app = typer.Typer(
+    help="RO e-Factura: the XMLs of the invoices and where they stand with ANAF.",
+    no_args_is_help=True,
+)
+app.add_typer(efactura_app, name="efactura")
+
+
+@efactura_app.command("validate")
+def efactura_validate(
+    cycle_id: str = typer.Argument(None, help="Cycle id; every cycle when left out."),
+) -> None:
+    """Check the archived XMLs not validated yet (UBL 2.1 schema, EN 16931, CIUS-RO); an
+    invalid one is kept from upload. Exit 1 when any XML of the cycle is invalid."""
+    from billing import pipeline
+
+    runtime = _runtime()
+    result = pipeline.validate_efactura(runtime, cycle_id)
+    typer.echo(f"{result.valid} valid, {result.invalid} invalid")
+    _print_efactura_status(pipeline.efactura_status(runtime, cycle_id))
+
+
+@efactura_app.command("status")
+def efactura_status(
+    cycle_id: str = typer.Argument(None, help="Cycle id; every cycle when left out."),
+) -> None:
+    """The XMLs by state, and the invalid ones with the rules they break. Exit 1 when any is
+    invalid."""
+    from billing import pipeline
+
+    _print_efactura_status(pipeline.efactura_status(_runtime(), cycle_id))
+
+
+def _print_efactura_status(status: dict) -> None:
+    table = Table(title="e-Factura")
+    table.add_column("state")
+    table.add_column("XMLs", justify="right")
+    for state, count in sorted(status["states"].items()):
+        table.add_row(state, f"{count:,}")
+    console.print(table)
+    for invalid in status["invalid"]:
+        typer.echo(f"{invalid['number']} ({invalid['cycle_id']}): invalid")
+        for rule in invalid["rules"]:
+            typer.echo(f"  {rule}")
+    if status["states"].get("invalid"):
+        raise typer.Exit(1)
+
+
 def print_report(report: dict) -> None:
     """The run report as the plain-text tables the finalize task logs (billing.stages.report_text)."""
     from billing.stages.report_text import format_report

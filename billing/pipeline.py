@@ -21,7 +21,15 @@ from billing.domain.layout import report_key, reports_prefix
 from billing.domain.model import ChunkRef
 from billing.domain.notices import MESSAGE_CHANNELS
 from billing.runtime import Runtime
-from billing.stages import audit, preference_export, report_text, reporting, resending, view
+from billing.stages import (
+    audit,
+    efactura,
+    preference_export,
+    report_text,
+    reporting,
+    resending,
+    view,
+)
 from billing.stages.archiving import ArchiveResult, archive_invoices
 from billing.stages.issuing import IssueResult, issue_invoices, register_cycle
 from billing.stages.notifying import NotifyResult, email_channel, notify_invoices, sms_channel
@@ -147,6 +155,29 @@ def archive_cycle(
     for ref in staged_chunks(runtime, cycle_id):
         result += archive_chunk(runtime, ref, run_id, progress)
     return result
+
+
+def validate_efactura(
+    runtime: Runtime,
+    cycle_id: str | None,
+    run_id: str | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> efactura.ValidationResult:
+    """Validate the cycle's (or every cycle's) archived e-Factura XMLs not validated yet, fail
+    closed: an invalid one is marked so, with its findings, and never uploaded."""
+    with _timed(runtime, run_id, "efactura_validate") as done, \
+            runtime.validator_processes() as validators:  # fmt: skip
+        result = efactura.validate_pending(
+            runtime.ledger, runtime.archive, cycle_id, validators,
+            runtime.settings.render_processes, progress,
+        )  # fmt: skip
+        done.items = result.valid + result.invalid
+    return result
+
+
+def efactura_status(runtime: Runtime, cycle_id: str | None = None) -> dict:
+    """The e-Factura XMLs by state, and the first invalid ones with the rules they break."""
+    return efactura.status(runtime.ledger, cycle_id)
 
 
 def notify_chunk(

@@ -147,6 +147,31 @@ class Runtime:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    @contextmanager
+    def validator_processes(self) -> Iterator[Any]:
+        """Processes that validate e-Factura XMLs (`render_processes` of them), for the length of
+        the `with`; None when there is one, or when this process may have no children: validate
+        in the caller. They are spawned, not forked: the schematron runs in Saxon's native
+        runtime, whose threads a fork would not carry into the child."""
+        import multiprocessing
+
+        if self.settings.render_processes <= 1 or multiprocessing.current_process().daemon:
+            yield None
+            return
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(
+            self.settings.render_processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_render_process_started,
+            initargs=(os.getpid(),),
+        )
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     @cached_property
     def email(self):
         """SMTP when a host is set, else `.eml` files under `$INVOICES_HOME/outbox/email/`."""

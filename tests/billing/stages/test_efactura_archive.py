@@ -10,8 +10,10 @@ import os
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from billing import pipeline
+from billing.cli import app
 from billing.domain.errors import ConfigurationError
 from billing.domain.layout import efactura_key
 from billing.runtime import Runtime
@@ -150,3 +152,63 @@ def test_a_supplier_file_without_its_postal_address_fails_the_render_step_at_onc
     settings = settings_for(supplier_file=path)
     with pytest.raises(ConfigurationError, match="postal_address"):
         pipeline.run_cycle(Runtime(settings), "2026-11", "no-address", send_notices=False)
+
+
+# --- validation, fail closed -------------------------------------------------------------------
+
+
+def test_validation_passes_the_samples_and_keeps_an_invalid_or_changed_xml_from_upload(
+    issued_copy, monkeypatch
+):
+    settings, _ = issued_copy
+    rows = sorted((r for r in xml_rows(settings).values() if r.cycle_id == "2026-11"),
+                  key=lambda r: r.number)  # fmt: skip
+    broken, changed = rows[0], rows[1]
+    # an XML recorded as it is in the archive, that breaks a CIUS-RO rule (re-recorded so its
+    # sha256 matches), and one changed in the archive after it was recorded
+    path = settings.home / "archive" / broken.key
+    os.chmod(path, 0o644)
+    data = path.read_bytes().replace(b"<cbc:CountrySubentity>RO-", b"<cbc:CountrySubentity>X-")
+    path.write_bytes(data)
+    with open_ledger(settings.ledger_url).begin() as conn:
+        conn.execute(
+            efactura_documents.update()
+            .where(efactura_documents.c.number == broken.number)
+            .values(sha256=sha256_hex(data), size=len(data))
+        )
+    path = settings.home / "archive" / changed.key
+    os.chmod(path, 0o644)
+    path.write_bytes(path.read_bytes() + b"\n")
+
+    result = pipeline.validate_efactura(Runtime(settings), "2026-11")
+    assert (result.valid, result.invalid) == (len(rows) - 2, 2)
+    after = xml_rows(settings)
+    assert after[broken.number].state == after[changed.number].state == "invalid"
+    assert {f["rule"] for f in json.loads(after[broken.number].findings)} >= {"BR-RO-110"}
+    assert [f["rule"] for f in json.loads(after[changed.number].findings)] == ["ARCHIVE"]
+    assert all(after[r.number].validated_at is not None for r in rows)
+    assert all(after[r.number].state == "pending" for r in rows[2:])  # ready to upload
+    assert pipeline.validate_efactura(Runtime(settings), "2026-11").valid == 0  # done once
+
+    status = pipeline.efactura_status(Runtime(settings), "2026-11")
+    assert status["states"] == {"invalid": 2, "pending validated": len(rows) - 2}
+    assert [i["number"] for i in status["invalid"]] == [broken.number, changed.number]
+    assert any(rule.startswith("[BR-RO-110]") for rule in status["invalid"][0]["rules"])
+
+    monkeypatch.setenv("INVOICES_HOME", str(settings.home))
+    monkeypatch.setenv("INVOICES_SOURCE_URL", str(settings.source_url))
+    shown = CliRunner().invoke(app, ["efactura", "status", "2026-11"])
+    assert shown.exit_code == 1, shown.output
+    assert f"{broken.number} (2026-11): invalid" in shown.output and "[BR-RO-110]" in shown.output
+    other = CliRunner().invoke(app, ["efactura", "validate", "2026-10"])
+    assert other.exit_code == 0 and "valid, 0 invalid" in other.output, other.output
+
+
+def test_validator_processes_give_the_findings_of_validating_here(settings_for):
+    settings = settings_for(render_processes=2)
+    runtime = Runtime(settings)
+    pipeline.run_cycle(runtime, "2026-10", "r", send_notices=False)
+    with runtime.validator_processes() as validators:
+        assert validators is not None
+    result = pipeline.validate_efactura(runtime, "2026-10")
+    assert result.invalid == 0 and result.valid == len(xml_rows(settings)) > 0
