@@ -319,8 +319,9 @@ def efactura_validate(
 def efactura_status(
     cycle_id: str = typer.Argument(None, help="Cycle id; every cycle when left out."),
 ) -> None:
-    """The XMLs by state, and the invalid ones with the rules they break. Exit 1 when any is
-    invalid."""
+    """The XMLs by state, the invalid ones with the rules they break, and the invoices not
+    accepted by ANAF a working day or less before their deadline (5 working days after issue,
+    Romanian public holidays excluded) or past it. Exit 1 when any is invalid or late."""
     from billing import pipeline
 
     _print_efactura_status(pipeline.efactura_status(_runtime(), cycle_id))
@@ -337,7 +338,16 @@ def _print_efactura_status(status: dict) -> None:
         typer.echo(f"{invalid['number']} ({invalid['cycle_id']}): invalid")
         for rule in invalid["rules"]:
             typer.echo(f"  {rule}")
-    if status["states"].get("invalid"):
+    for late in status.get("deadlines", ()):
+        left = late["working_days_left"]
+        when = "past its deadline" if left < 0 else f"{left} working day(s) to the deadline"
+        states = ", ".join(f"{n:,} {state}" for state, n in sorted(late["states"].items()))
+        typer.echo(
+            f"issued {late['issue_date']}, due at ANAF by {late['deadline']}: "
+            f"{late['invoices']:,} invoice(s) not accepted, {when} ({states}; first: "
+            f"{', '.join(late['first'])})"
+        )
+    if status["states"].get("invalid") or status.get("deadlines"):
         raise typer.Exit(1)
 
 

@@ -12,10 +12,10 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from billing.domain.cycles import BilledPeriod, check_period
+from billing.domain.cycles import TIMEZONE, BilledPeriod, check_period
 from billing.domain.errors import InputError
 from billing.domain.layout import report_key, reports_prefix
 from billing.domain.model import ChunkRef
@@ -175,9 +175,16 @@ def validate_efactura(
     return result
 
 
-def efactura_status(runtime: Runtime, cycle_id: str | None = None) -> dict:
-    """The e-Factura XMLs by state, and the first invalid ones with the rules they break."""
-    return efactura.status(runtime.ledger, cycle_id)
+def efactura_status(
+    runtime: Runtime, cycle_id: str | None = None, today: date | None = None
+) -> dict:
+    """The e-Factura XMLs by state, the first invalid ones with the rules they break, and the
+    invoices not accepted yet whose reporting deadline is a working day away or past
+    (`deadlines`, counted from `today`, by default Bucharest's date)."""
+    today = today or datetime.now(TIMEZONE).date()
+    return efactura.status(runtime.ledger, cycle_id) | {
+        "deadlines": efactura.deadlines(runtime.ledger, today, cycle_id)
+    }
 
 
 def notify_chunk(

@@ -15,14 +15,15 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from billing.domain.deadlines import WARN_DAYS, reporting_deadline, working_days_left
 from billing.stages.progress import NO_PROGRESS, Progress
 from storage.archive import Archive, sha256_hex
-from storage.ledger import efactura_documents
+from storage.ledger import efactura_documents, invoices
 
 BATCH = 100  # XMLs a validator is handed at once
 AHEAD = 2  # batches in flight per validator process
@@ -179,3 +180,45 @@ def status(engine: Engine, cycle_id: str | None = None, examples: int = 20) -> d
             for r in invalid
         ],  # fmt: skip
     }
+
+
+def deadlines(engine: Engine, today: date, cycle_id: str | None = None) -> list[dict]:
+    """The invoices not accepted by ANAF yet (with an XML in any other state, or none) whose
+    reporting deadline is at most `WARN_DAYS` working days away or past, grouped by issue date:
+    the deadline, the working days left (negative: past), how many, in which states, and the
+    first numbers."""
+    table = efactura_documents
+    state = sa.func.coalesce(table.c.state, "no XML").label("state")
+    where = [sa.or_(table.c.state.is_(None), table.c.state != "accepted")]
+    if cycle_id is not None:
+        where.append(invoices.c.cycle_id == cycle_id)
+    with engine.connect() as conn:
+        groups = conn.execute(
+            sa.select(invoices.c.issue_date, state, sa.func.count())
+            .select_from(invoices.outerjoin(table))
+            .where(*where)
+            .group_by(invoices.c.issue_date, state)
+        ).all()
+        late: dict[date, dict] = {}
+        for issue_date, in_state, count in groups:
+            deadline = reporting_deadline(issue_date)
+            left = working_days_left(deadline, today)
+            if left > WARN_DAYS:
+                continue
+            entry = late.setdefault(issue_date, {
+                "issue_date": issue_date.isoformat(), "deadline": deadline.isoformat(),
+                "working_days_left": left, "invoices": 0, "states": {},
+            })  # fmt: skip
+            entry["invoices"] += count
+            entry["states"][in_state] = count
+        for issue_date, entry in late.items():
+            entry["first"] = list(
+                conn.execute(
+                    sa.select(invoices.c.number)
+                    .select_from(invoices.outerjoin(table))
+                    .where(*where, invoices.c.issue_date == issue_date)
+                    .order_by(invoices.c.number)
+                    .limit(5)
+                ).scalars()
+            )
+    return [late[day] for day in sorted(late)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from datetime import date
 
 import pytest
 import sqlalchemy as sa
@@ -212,3 +213,28 @@ def test_validator_processes_give_the_findings_of_validating_here(settings_for):
         assert validators is not None
     result = pipeline.validate_efactura(runtime, "2026-10")
     assert result.invalid == 0 and result.valid == len(xml_rows(settings)) > 0
+
+
+def test_invoices_close_to_or_past_their_deadline_are_listed_and_fail_the_status(
+    issued_copy, monkeypatch
+):
+    settings, _ = issued_copy
+    runtime = Runtime(settings)
+    # 2026-11 was issued on Sunday 1 November: due Friday 6; 2026-10 on 1 October: due 8
+    on_thursday = pipeline.efactura_status(runtime, today=date(2026, 11, 5))["deadlines"]
+    assert [(d["issue_date"], d["deadline"], d["working_days_left"]) for d in on_thursday] == [
+        ("2026-10-01", "2026-10-08", -20), ("2026-11-01", "2026-11-06", 1),
+    ]  # fmt: skip
+    november = on_thursday[1]
+    assert november["states"] == {"pending": november["invoices"]} and november["invoices"] > 250
+    assert november["first"] == sorted(november["first"]) and len(november["first"]) == 5
+    on_monday = pipeline.efactura_status(runtime, "2026-11", today=date(2026, 11, 2))
+    assert on_monday["deadlines"] == []  # four working days to go
+    with open_ledger(settings.ledger_url).begin() as conn:  # accepted ones are done
+        conn.execute(
+            efactura_documents.update()
+            .where(efactura_documents.c.cycle_id == "2026-10")
+            .values(state="accepted")
+        )
+    late = pipeline.efactura_status(runtime, today=date(2026, 11, 5))["deadlines"]
+    assert [d["issue_date"] for d in late] == ["2026-11-01"]
