@@ -207,6 +207,7 @@ bench: install
 		&& echo "installing Pango for the WeasyPrint comparison" \
 		&& apt-get install -y -qq libpango-1.0-0 libpangoft2-1.0-0 >/dev/null; } || true
 	$(BIN)/python -m renderers.bench
+	$(BIN)/python -m renderers.efactura.bench
 	$(BIN)/python -m storage.bench
 	$(BIN)/python -m notifiers.bench
 	$(BIN)/python -m billing.bench $(BENCH_ARGS)
