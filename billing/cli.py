@@ -315,6 +315,46 @@ def efactura_validate(
     _print_efactura_status(pipeline.efactura_status(runtime, cycle_id))
 
 
+@efactura_app.command("submit")
+def efactura_submit(
+    cycle_id: str = typer.Argument(None, help="Cycle id; every cycle when left out."),
+) -> None:
+    """Validate the XMLs not validated yet, then upload every valid one not uploaded yet to
+    ANAF (INVOICES_EFACTURA_URL; unset: nothing is uploaded). An invalid XML is never sent."""
+    from billing import pipeline
+
+    runtime = _runtime()
+    checked = pipeline.validate_efactura(runtime, cycle_id)
+    typer.echo(f"validated: {checked.valid} valid, {checked.invalid} invalid")
+    if not runtime.settings.efactura_url:
+        typer.echo("INVOICES_EFACTURA_URL is unset: nothing uploaded")
+        return
+    sent = pipeline.submit_efactura(runtime, cycle_id)
+    typer.echo(
+        f"uploaded {sent.uploaded}, refused {sent.refused}, unanswered {sent.unanswered} "
+        "(looked for by the next sync)"
+        + (" - stopped at ANAF's rate limit: run it again later" if sent.rate_limited else "")
+    )
+
+
+@efactura_app.command("sync")
+def efactura_sync() -> None:
+    """Poll ANAF for every uploaded XML, archive its answer (the signed invoice or the errors)
+    and find unanswered uploads in ANAF's message list."""
+    from billing import pipeline
+
+    runtime = _runtime()
+    if not runtime.settings.efactura_url:
+        typer.echo("INVOICES_EFACTURA_URL is unset: nothing to sync")
+        return
+    done = pipeline.sync_efactura(runtime)
+    typer.echo(
+        f"accepted {done.accepted}, rejected {done.rejected}, still processing {done.processing}, "
+        f"found in the message list {done.reconciled}, to upload again {done.released}"
+        + (" - stopped at ANAF's rate limit: run it again later" if done.rate_limited else "")
+    )
+
+
 @efactura_app.command("status")
 def efactura_status(
     cycle_id: str = typer.Argument(None, help="Cycle id; every cycle when left out."),

@@ -65,6 +65,15 @@ class Settings:
     codes_per_client: int = 30  # code requests per client address per hour
     code_checks_per_client: int = 60  # code entries per client address per hour
     redis_url: str = ""  # set: rate-limit counters in Redis instead of the ledger database
+    # RO e-Factura (contract 7): no URL, XMLs are made and validated and nothing is uploaded.
+    efactura_url: str = ""  # e.g. https://api.anaf.ro/prod/FCTEL/rest
+    efactura_cif: str = ""  # the supplier's CUI; empty: the supplier file's
+    efactura_access_token: str = field(default="", repr=False)
+    efactura_refresh_token: str = field(default="", repr=False)
+    efactura_token_url: str = "https://logincert.anaf.ro/anaf-oauth2/v1/token"
+    efactura_client_id: str = ""
+    efactura_client_secret: str = field(default="", repr=False)
+    efactura_timeout_seconds: float = 30.0
     # A ready boto3 S3 client (e.g. from an Airflow AWS connection); None: boto3's own settings.
     s3_client: object = field(default=None, repr=False, compare=False)
     # A ready boto3 SNS client (e.g. from an Airflow AWS connection), used when sms_transport is
@@ -162,6 +171,21 @@ class Settings:
             codes_per_client=whole("INVOICES_CODES_PER_CLIENT", 30),
             code_checks_per_client=whole("INVOICES_CODE_CHECKS_PER_CLIENT", 60),
             redis_url=get("INVOICES_REDIS_URL"),
+            efactura_url=get("INVOICES_EFACTURA_URL"),
+            efactura_cif=get("INVOICES_EFACTURA_CIF"),
+            efactura_access_token=get("INVOICES_EFACTURA_ACCESS_TOKEN"),
+            efactura_refresh_token=get("INVOICES_EFACTURA_REFRESH_TOKEN"),
+            efactura_token_url=get(
+                "INVOICES_EFACTURA_TOKEN_URL", "https://logincert.anaf.ro/anaf-oauth2/v1/token"
+            ),
+            efactura_client_id=get("INVOICES_EFACTURA_CLIENT_ID"),
+            efactura_client_secret=get("INVOICES_EFACTURA_CLIENT_SECRET"),
+            efactura_timeout_seconds=float(
+                _positive_int(
+                    get("INVOICES_EFACTURA_TIMEOUT_SECONDS", "30"),
+                    "INVOICES_EFACTURA_TIMEOUT_SECONDS",
+                )
+            ),
             supplier_file=Path(
                 get("INVOICES_SUPPLIER_FILE", str(CHECKOUT / "renderers" / "supplier.json"))
             ),

@@ -175,6 +175,25 @@ def validate_efactura(
     return result
 
 
+def submit_efactura(
+    runtime: Runtime, cycle_id: str | None = None, progress: Progress = NO_PROGRESS
+) -> efactura.SubmitResult:
+    """Upload the validated XMLs not uploaded yet (nothing when INVOICES_EFACTURA_URL is
+    unset: a result of zeros)."""
+    client = runtime.efactura_client
+    if client is None:
+        return efactura.SubmitResult()
+    return efactura.submit_pending(runtime.ledger, runtime.archive, client, cycle_id, progress)
+
+
+def sync_efactura(runtime: Runtime) -> efactura.SyncResult:
+    """Track the uploads to ANAF's answer, and find the unanswered ones in its message list."""
+    client = runtime.efactura_client
+    if client is None:
+        return efactura.SyncResult()
+    return efactura.sync(runtime.ledger, runtime.archive, client, runtime.settings.retention_years)
+
+
 def efactura_status(
     runtime: Runtime, cycle_id: str | None = None, today: date | None = None
 ) -> dict:

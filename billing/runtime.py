@@ -173,6 +173,34 @@ class Runtime:
             pool.shutdown(wait=True, cancel_futures=True)
 
     @cached_property
+    def efactura_client(self):
+        """ANAF's e-Factura API, or None when INVOICES_EFACTURA_URL is unset. Its tokens start
+        from the newest the ledger keeps (a refresh may have replaced the configured ones), and
+        every refresh is kept there."""
+        s = self.settings
+        if not s.efactura_url:
+            return None
+        from notifiers.anaf import AnafClient, Tokens
+        from storage.ledger import load_efactura_tokens, save_efactura_tokens
+
+        kept = load_efactura_tokens(self.ledger)
+        tokens = (
+            Tokens(*kept) if kept else Tokens(s.efactura_access_token, s.efactura_refresh_token)
+        )
+        return AnafClient(
+            s.efactura_url,
+            s.efactura_cif or self.supplier.cui,
+            tokens,
+            token_url=s.efactura_token_url,
+            client_id=s.efactura_client_id,
+            client_secret=s.efactura_client_secret,
+            timeout=s.efactura_timeout_seconds,
+            save_tokens=lambda new: save_efactura_tokens(
+                self.ledger, new.access_token, new.refresh_token, new.expires_at
+            ),
+        )
+
+    @cached_property
     def email(self):
         """SMTP when a host is set, else `.eml` files under `$INVOICES_HOME/outbox/email/`."""
         from notifiers.email import EmailNotifier, EmlFileNotifier

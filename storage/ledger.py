@@ -189,7 +189,30 @@ efactura_documents = sa.Table(
     sa.Column("state_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("findings", sa.Text, nullable=False, server_default=""),
     sa.Column("validated_at", sa.DateTime(timezone=True)),
+    # the upload: started (recorded before the request, so a reply that never came is looked
+    # for in ANAF's message list before any new upload), its index, ANAF's download id and
+    # the response ZIP archived beside the XML
+    sa.Column("upload_started_at", sa.DateTime(timezone=True)),
+    sa.Column("upload_index", sa.String(32)),
+    sa.Column("uploaded_at", sa.DateTime(timezone=True)),
+    sa.Column("download_id", sa.String(32)),
+    sa.Column("response_key", sa.Text),
+    sa.Column("response_sha256", sa.String(64)),
+    sa.Column("response_version_id", sa.String(1024)),
     sa.Index("ix_efactura_documents_cycle_state", "cycle_id", "state"),
+    sa.Index("ix_efactura_documents_upload_index", "upload_index", unique=True),
+)
+
+# ANAF's OAuth2 tokens as last refreshed (one row): a refresh may replace the refresh token, and
+# every process must start from the newest.
+efactura_tokens = sa.Table(
+    "efactura_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("access_token", sa.Text, nullable=False),
+    sa.Column("refresh_token", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 manifests = sa.Table(
@@ -476,3 +499,29 @@ def migrate(engine: Engine) -> None:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def load_efactura_tokens(engine: Engine) -> tuple[str, str, float] | None:
+    """(access token, refresh token, expiry) as last refreshed, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(efactura_tokens.c.access_token, efactura_tokens.c.refresh_token,
+                      efactura_tokens.c.expires_at).where(efactura_tokens.c.id == 1)
+        ).first()  # fmt: skip
+    return tuple(row) if row else None
+
+
+def save_efactura_tokens(engine: Engine, access: str, refresh: str, expires_at: float) -> None:
+    """Keep a refreshed token pair (one row, replaced)."""
+    from datetime import UTC, datetime
+
+    values = {"access_token": access, "refresh_token": refresh, "expires_at": expires_at,
+              "refreshed_at": datetime.now(UTC)}  # fmt: skip
+    with engine.begin() as conn:
+        if (
+            conn.execute(
+                efactura_tokens.update().where(efactura_tokens.c.id == 1).values(**values)
+            ).rowcount
+            == 0
+        ):
+            conn.execute(efactura_tokens.insert().values(id=1, **values))

@@ -28,6 +28,11 @@ def efactura_key(customer_id: str, number: str) -> str:
     return f"efactura/{customer_id}/{number}.xml"
 
 
+def efactura_response_key(customer_id: str, number: str) -> str:
+    """ANAF's response to an invoice's upload (the signed invoice or its errors), a ZIP."""
+    return f"efactura/{customer_id}/{number}.anaf.zip"
+
+
 def manifest_key(cycle_id: str) -> str:
     return f"manifests/{cycle_id}.json"
 

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -222,3 +222,208 @@ def deadlines(engine: Engine, today: date, cycle_id: str | None = None) -> list[
                 ).scalars()
             )
     return [late[day] for day in sorted(late)]
+
+
+# --- upload and tracking -----------------------------------------------------------------------
+
+RECONCILE_AFTER = timedelta(
+    hours=1
+)  # an unanswered upload not in ANAF's list by then never got there
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """Uploads this call made (`uploaded`), that went unanswered (`unanswered`: looked for in
+    the message list by `sync`), and that ANAF refused outright (`refused`); `rate_limited`:
+    it stopped early on ANAF's limits."""
+
+    uploaded: int = 0
+    unanswered: int = 0
+    refused: int = 0
+    rate_limited: bool = False
+
+
+def submit_pending(
+    engine: Engine, archive: Archive, client, cycle_id: str | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> SubmitResult:  # fmt: skip
+    """Upload every validated pending XML never uploaded (B2B for a customer with a CUI, B2C
+    otherwise). The attempt is recorded before the request: a reply that never comes leaves it
+    marked, and `sync` finds it in ANAF's message list instead of uploading it again."""
+    from notifiers.anaf import AnafRefused, RateLimited, UploadUnanswered
+    from renderers.efactura.ubl import is_company_tax_id
+
+    table = efactura_documents
+    query = (
+        sa.select(table.c.number, table.c.key, table.c.version_id, table.c.sha256,
+                  invoices.c.customer_tax_id)
+        .join(invoices, invoices.c.number == table.c.number)
+        .where(table.c.state == "pending", table.c.validated_at.is_not(None),
+               table.c.upload_started_at.is_(None))
+        .order_by(table.c.number)
+    )  # fmt: skip
+    if cycle_id is not None:
+        query = query.where(table.c.cycle_id == cycle_id)
+    with engine.connect() as conn:
+        todo = conn.execute(query).all()
+    progress.begin(len(todo))
+    uploaded = unanswered = refused = 0
+    for row in todo:
+        xml = archive.get(row.key, row.version_id)
+        if sha256_hex(xml) != row.sha256:  # never upload what the ledger did not record
+            _set(engine, row.number, state="invalid", findings=json.dumps([{
+                "layer": "archive", "rule": "ARCHIVE", "fatal": True, "location": "",
+                "message": "the archived XML is not the one the ledger recorded (sha256 differs)"}]))  # fmt: skip
+            continue
+        started = datetime.now(UTC)
+        if not _set(engine, row.number, only_if_not_started=True, upload_started_at=started):
+            continue  # another worker took it
+        try:
+            index = client.upload(xml, b2c=not is_company_tax_id(row.customer_tax_id))
+        except RateLimited:
+            _set(engine, row.number, upload_started_at=None)  # ANAF took nothing: try later
+            return SubmitResult(uploaded, unanswered, refused, rate_limited=True)
+        except UploadUnanswered:
+            unanswered += 1
+        except AnafRefused as exc:
+            refused += 1
+            _set(engine, row.number, state="rejected",
+                 findings=json.dumps([{"layer": "anaf", "rule": "ANAF", "fatal": True,
+                                       "location": "", "message": e} for e in exc.errors],
+                                     ensure_ascii=False))  # fmt: skip
+        else:
+            uploaded += 1
+            _set(
+                engine,
+                row.number,
+                state="uploaded",
+                upload_index=index,
+                uploaded_at=datetime.now(UTC),
+            )
+        progress.advance(1)
+    return SubmitResult(uploaded, unanswered, refused)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    accepted: int = 0
+    rejected: int = 0
+    processing: int = 0
+    reconciled: int = 0  # unanswered uploads found in the message list
+    released: int = 0  # unanswered uploads ANAF never got: to be uploaded again
+    rate_limited: bool = False
+
+
+def sync(
+    engine: Engine, archive: Archive, client, retention_years: int, now: datetime | None = None
+) -> SyncResult:
+    """Poll each uploaded XML's status; archive ANAF's response ZIP beside the XML once it is
+    processed (the signed invoice: accepted; the error list: rejected, with ANAF's errors).
+    Unanswered uploads are looked for in the message list first."""
+    from notifiers.anaf import RateLimited
+
+    now = now or datetime.now(UTC)
+    counts = dict.fromkeys(("accepted", "rejected", "processing", "reconciled", "released"), 0)
+    try:
+        reconciled, released = _reconcile(engine, client, now)
+        counts["reconciled"], counts["released"] = reconciled, released
+        table = efactura_documents
+        with engine.connect() as conn:
+            uploaded = conn.execute(
+                sa.select(table.c.number, table.c.customer_id, table.c.upload_index,
+                          invoices.c.issue_date)
+                .join(invoices, invoices.c.number == table.c.number)
+                .where(table.c.state == "uploaded")
+                .order_by(table.c.number)
+            ).all()  # fmt: skip
+        for row in uploaded:
+            counts[_poll(engine, archive, client, row, retention_years)] += 1
+    except RateLimited:
+        return SyncResult(**counts, rate_limited=True)
+    return SyncResult(**counts)
+
+
+def _poll(engine, archive, client, row, retention_years) -> str:
+    from billing.domain.layout import efactura_response_key, retention_end
+    from notifiers.anaf import zip_invoice_errors
+
+    status = client.status(row.upload_index)
+    if status.state == "in prelucrare":
+        return "processing"
+    errors: list[str] = []
+    response = {}
+    if status.download_id:
+        data = client.download(status.download_id)
+        stored = archive.put_once(
+            efactura_response_key(row.customer_id, row.number), data,
+            retention_end(row.issue_date, retention_years),
+        )  # fmt: skip
+        response = {"download_id": status.download_id, "response_key": stored.key,
+                    "response_sha256": stored.sha256, "response_version_id": stored.version_id}  # fmt: skip
+        if status.state != "ok":
+            errors = zip_invoice_errors(data)
+    if status.state == "ok":
+        _set(engine, row.number, state="accepted", **response)
+        return "accepted"
+    errors = errors or [status.state]
+    _set(engine, row.number, state="rejected", **response,
+         findings=json.dumps([{"layer": "anaf", "rule": "ANAF", "fatal": True, "location": "",
+                               "message": e} for e in errors], ensure_ascii=False))  # fmt: skip
+    return "rejected"
+
+
+def _reconcile(engine: Engine, client, now: datetime) -> tuple[int, int]:
+    """Unanswered uploads: an accepted message of the list whose invoice is one of them gets
+    its index (and is polled as uploaded); one not listed after RECONCILE_AFTER never reached
+    ANAF and may be uploaded again."""
+    from notifiers.anaf import zip_invoice_number
+
+    table = efactura_documents
+    with engine.connect() as conn:
+        waiting = {
+            r.number: r
+            for r in conn.execute(
+                sa.select(table.c.number, table.c.upload_started_at).where(
+                    table.c.state == "pending", table.c.upload_started_at.is_not(None)
+                )
+            )
+        }
+        if not waiting:
+            return 0, 0
+        known = set(
+            conn.execute(sa.select(table.c.upload_index).where(table.c.upload_index.is_not(None))).scalars()
+        )  # fmt: skip
+    oldest = min(_aware(r.upload_started_at) for r in waiting.values())
+    days = min(60, max(1, (now - oldest).days + 1))
+    found = 0
+    for message in client.messages(days):
+        if message.upload_index in known or not message.download_id:
+            continue
+        number = zip_invoice_number(client.download(message.download_id))
+        if number in waiting:
+            _set(engine, number, state="uploaded", upload_index=message.upload_index,
+                 uploaded_at=now)  # fmt: skip
+            waiting.pop(number)
+            found += 1
+    released = 0
+    for number, row in waiting.items():
+        if now - _aware(row.upload_started_at) >= RECONCILE_AFTER:
+            _set(engine, number, upload_started_at=None)
+            released += 1
+    return found, released
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite keeps no zone
+
+
+def _set(engine: Engine, number: str, only_if_not_started: bool = False, **values) -> bool:
+    """Update one XML's row; a state change records its time. False when nothing matched."""
+    table = efactura_documents
+    if "state" in values:
+        values["state_at"] = datetime.now(UTC)
+    where = [table.c.number == number]
+    if only_if_not_started:
+        where.append(table.c.upload_started_at.is_(None))
+    with engine.begin() as conn:
+        return conn.execute(table.update().where(*where).values(**values)).rowcount == 1

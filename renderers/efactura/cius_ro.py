@@ -95,7 +95,10 @@ def _type_code(root):
 
 @rule("BR-RO-030", "a currency other than RON comes with the VAT accounting currency RON (BT-6)")
 def _tax_currency(root):
-    if _text(root, "cbc:DocumentCurrencyCode") != "RON" and _text(root, "cbc:TaxCurrencyCode") != "RON":
+    if (
+        _text(root, "cbc:DocumentCurrencyCode") != "RON"
+        and _text(root, "cbc:TaxCurrencyCode") != "RON"
+    ):
         yield Breach("BR-RO-030", "an invoice not in RON must give RON as its VAT accounting "
                      "currency (BT-6)", "/Invoice/cbc:TaxCurrencyCode")  # fmt: skip
 
@@ -126,7 +129,10 @@ def _address_rules(party: str, who: str, digit: str, street: str, city: str, cou
           f"in Romania the {who}'s county ({county}) is an ISO 3166-2:RO code")  # fmt: skip
     def _county(root):
         code = _text(root, f"{address}/cbc:CountrySubentity")
-        if _text(root, f"{address}/cac:Country/cbc:IdentificationCode") == "RO" and code not in COUNTY_CODES:
+        if (
+            _text(root, f"{address}/cac:Country/cbc:IdentificationCode") == "RO"
+            and code not in COUNTY_CODES
+        ):
             yield Breach(f"BR-RO-11{int(digit) - 1}", f"the {who}'s county ({county}) must be an ISO "
                          f"3166-2:RO code such as RO-AB or RO-B, not {code!r}",
                          f"/Invoice/{address}/cbc:CountrySubentity")  # fmt: skip

@@ -79,9 +79,7 @@ class Validator:
                 for error in self.schema.error_log
             ]
         findings = self._en16931(xml)
-        findings += [
-            Finding("cius-ro", b.rule, b.message, b.location) for b in cius_ro.check(root)
-        ]
+        findings += [Finding("cius-ro", b.rule, b.message, b.location) for b in cius_ro.check(root)]
         return findings
 
     def _en16931(self, xml: bytes) -> list[Finding]:

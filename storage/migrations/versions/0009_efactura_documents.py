@@ -1,4 +1,5 @@
-"""e-Factura: the UBL XML of each invoice in the archive, and its state with ANAF.
+"""e-Factura: the UBL XML of each invoice in the archive, its state with ANAF and its upload,
+and ANAF's OAuth2 tokens.
 
 Revision ID: 0009
 """
@@ -29,12 +30,32 @@ def upgrade() -> None:
         sa.Column("state_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("findings", sa.Text, nullable=False, server_default=""),
         sa.Column("validated_at", sa.DateTime(timezone=True)),
+        sa.Column("upload_started_at", sa.DateTime(timezone=True)),
+        sa.Column("upload_index", sa.String(32)),
+        sa.Column("uploaded_at", sa.DateTime(timezone=True)),
+        sa.Column("download_id", sa.String(32)),
+        sa.Column("response_key", sa.Text),
+        sa.Column("response_sha256", sa.String(64)),
+        sa.Column("response_version_id", sa.String(1024)),
     )
     op.create_index(
         "ix_efactura_documents_cycle_state", "efactura_documents", ["cycle_id", "state"]
     )
+    op.create_index(
+        "ix_efactura_documents_upload_index", "efactura_documents", ["upload_index"], unique=True
+    )
+    op.create_table(
+        "efactura_tokens",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("access_token", sa.Text, nullable=False),
+        sa.Column("refresh_token", sa.Text, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+        sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("efactura_tokens")
+    op.drop_index("ix_efactura_documents_upload_index", "efactura_documents")
     op.drop_index("ix_efactura_documents_cycle_state", "efactura_documents")
     op.drop_table("efactura_documents")
