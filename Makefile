@@ -53,7 +53,7 @@ PORTAL_FORWARDED_ALLOW_IPS ?= 127.0.0.1
 CLUSTER_PORT ?= 8280
 CLUSTER_S3_PORT ?= 5055
 
-.PHONY: install browser airflow-db pools run airflow airflow-stop cluster cluster-stop portal screenshots test lint bench constraints clean
+.PHONY: install browser airflow-db pools run airflow airflow-stop cluster cluster-stop portal efactura-sim screenshots test lint bench constraints clean
 
 install: $(VENV)/.installed $(VENV)/.compiled
 
@@ -173,6 +173,13 @@ cluster: install
 # Stops every process `make cluster` started, after a partial start too.
 cluster-stop:
 	@$(BIN)/python -m billing.cluster stop
+
+# The ANAF e-Factura simulator (tests/support/anaf_simulator.py) on 127.0.0.1, for a demo of
+# invoices efactura submit|sync: it prints the API address and a refresh token to set as
+# INVOICES_EFACTURA_URL, INVOICES_EFACTURA_TOKEN_URL and INVOICES_EFACTURA_REFRESH_TOKEN.
+EFACTURA_SIM_PORT ?= 8091
+efactura-sim: install
+	@$(BIN)/python -m tests.support.anaf_simulator --port $(EFACTURA_SIM_PORT)
 
 portal: install
 	@mkdir -p "$(INVOICES_HOME)"

@@ -302,8 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sim = Simulator()
     refresh = sim.issue_refresh_token()
-    print(f"ANAF simulator on http://127.0.0.1:{args.port}/test/FCTEL/rest/")
-    print(f"refresh token for INVOICES_EFACTURA_REFRESH_TOKEN: {refresh}")
+    print(f"INVOICES_EFACTURA_URL=http://127.0.0.1:{args.port}/test/FCTEL/rest")
+    print(f"INVOICES_EFACTURA_TOKEN_URL=http://127.0.0.1:{args.port}/anaf-oauth2/v1/token")
+    print(f"INVOICES_EFACTURA_REFRESH_TOKEN={refresh}")
     uvicorn.run(create_app(sim), host="127.0.0.1", port=args.port, log_level="warning")
 
 
