@@ -212,14 +212,9 @@ def _compare(row: sa.Row, entry: dict, problems: list[str]) -> None:
         "total": f"{row.total:.2f}", "key": row.key, "size": row.size, "sha256": row.sha256,
         "version_id": row.version_id,
     }  # fmt: skip
-    for field, value in expected.items():
-        if entry.get(field) != value:
-            problems.append(
-                f"invoice {row.number}: manifest {field} {entry.get(field)!r} != ledger {value!r}"
-            )
+    _differences(row.number, "", entry, expected, problems)
     if "efactura" not in entry:  # listed before its XML was made (or a manifest before contract 7)
         return
-    xml = entry["efactura"] if isinstance(entry["efactura"], dict) else {}
     if row.xml_key is None:
         problems.append(
             f"invoice {row.number}: the manifest lists an e-Factura XML the ledger has not"
@@ -229,11 +224,15 @@ def _compare(row: sa.Row, entry: dict, problems: list[str]) -> None:
         "key": row.xml_key, "size": row.xml_size, "sha256": row.xml_sha256,
         "version_id": row.xml_version_id,
     }  # fmt: skip
+    xml = entry["efactura"] if isinstance(entry["efactura"], dict) else {}
+    _differences(row.number, "efactura ", xml, expected, problems)
+
+
+def _differences(number: str, what: str, entry: dict, expected: dict, problems: list[str]) -> None:
     for field, value in expected.items():
-        if xml.get(field) != value:
+        if entry.get(field) != value:
             problems.append(
-                f"invoice {row.number}: manifest efactura {field} {xml.get(field)!r} != "
-                f"ledger {value!r}"
+                f"invoice {number}: manifest {what}{field} {entry.get(field)!r} != ledger {value!r}"
             )
 
 
