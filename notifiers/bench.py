@@ -1,6 +1,8 @@
 """E-mail throughput: messages per second with an invoice-sized PDF attached, to a local
 aiosmtpd server on 127.0.0.1, through one connection and through a pool of connections, with
-and without a delay in the server's reply (what a real relay's latency looks like).
+and without a delay in the server's reply (what a real relay's latency looks like); then the
+embedded outboxes on disk: `.eml` files and the SMS JSON-lines file, each against the floor of
+writing the same bytes plainly (one file a message; one appended line a message).
 
     python -m notifiers.bench [--messages N] [--pool P]
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import socket
 import sys
@@ -111,12 +114,72 @@ def bench(count: int, pool: int) -> Table:
     return table
 
 
+def outbox_table(count: int) -> Table:
+    """The `.eml` outbox and the SMS file transport, per CPU second of this process, against
+    plain writes of the same bytes measured in the same run."""
+    import tempfile
+    from pathlib import Path
+
+    from notifiers.email import EmlFileNotifier
+    from notifiers.email.message import render_message
+    from notifiers.sms.file import FileTransport
+
+    pdf = invoice_sized_pdf()
+    mails = _messages(count, pdf)
+    texts = [
+        Outgoing(f"BENCH{i:08d}:sms", f"+4072{i:07d}", "",
+                 f"Telecom Exemplu: factura BENCH{i:08d} de 123,45 lei, scadenta 21.11.2026. "
+                 "Detalii in contul tau.")
+        for i in range(count)
+    ]  # fmt: skip
+
+    def cpu(work) -> float:
+        started = time.process_time()
+        work()
+        return count / max(time.process_time() - started, 1e-9)
+
+    table = Table(title=f"Embedded outboxes on disk, {count} messages, one process")
+    for column in ("outbox", "messages per CPU second", "floor", "vs floor", "goal"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        eml = cpu(lambda: EmlFileNotifier(root / "eml").send(mails))
+        rendered = [render_message(m, "facturi@example.ro").data for m in mails]
+        (root / "plain").mkdir()
+
+        def plain_files() -> None:
+            for i, data in enumerate(rendered):
+                (root / "plain" / f"{i}.eml").write_bytes(data)
+
+        eml_floor = cpu(plain_files)
+        transport = FileTransport(root / "sms.jsonl")
+        sms = cpu(lambda: [transport.send(m) for m in texts])
+        lines = [json.dumps({"key": m.key, "recipient": m.recipient, "text": m.text}).encode() + b"\n"
+                 for m in texts]  # fmt: skip
+
+        def plain_lines() -> None:
+            with (root / "plain.jsonl").open("ab") as out:
+                for line in lines:
+                    out.write(line)
+
+        sms_floor = cpu(plain_lines)
+    table.add_row(".eml files (PDF attached)", f"{eml:,.0f}", f"{eml_floor:,.0f}",
+                  f"{eml / eml_floor:.2f}", ">= 1,500")  # fmt: skip
+    table.add_row("SMS, JSON-lines file", f"{sms:,.0f}", f"{sms_floor:,.0f}",
+                  f"{sms / sms_floor:.2f}", ">= 5,000")  # fmt: skip
+    table.caption = "floor: the same bytes written with plain file writes, no lock, no sync"
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m notifiers.bench", description=__doc__)
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--pool", type=int, default=4)
+    parser.add_argument("--outbox-messages", type=int, default=5000)
     args = parser.parse_args(argv)
-    Console(width=None if sys.stdout.isatty() else 120).print(bench(args.messages, args.pool))
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(bench(args.messages, args.pool))
+    console.print(outbox_table(args.outbox_messages))
 
 
 if __name__ == "__main__":
