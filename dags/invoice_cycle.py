@@ -21,7 +21,7 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from billing.domain.cycles import TIMEZONE, bill_cycle_days, cron_for, dag_id_for
 
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # Airflow pools (`make pools`) cap how many chunks send at once across every running cycle.
 SMTP_POOL = "invoices_smtp"
 SMS_POOL = "invoices_sms"
+# A finished cycle run updates it: the invoice_efactura DAG then validates and uploads its XMLs.
+EFACTURA_PENDING = Asset(name="invoices_efactura_pending", uri="invoices://efactura/pending")
 
 DEFAULT_ARGS = {
     "owner": "billing-ops",
@@ -178,7 +180,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
                 result = pipeline.print_cycle(task_runtime(), staged["cycle_id"], context["run_id"])
             return {"queued": result.queued, "batch": result.batch, "parts": list(result.parts)}
 
-        @task(trigger_rule="none_failed")
+        @task(trigger_rule="none_failed", outlets=[EFACTURA_PENDING])
         def report(staged: dict) -> str:
             """Manifest and run report, logged as a table. Counts come from the ledger, so
             retried or re-run tasks are counted once."""

@@ -57,8 +57,10 @@ def test_every_dag_parses_fast_without_connections_with_retries_and_tags(tmp_pat
     parsed = json.loads(done.stdout.strip().splitlines()[-1])
     assert parsed["errors"] == {}
     assert parsed["lookups"] == []
-    assert len(parsed["seconds"]) == 3 and max(parsed["seconds"].values()) < 2
-    assert set(parsed["dags"]) == {"invoice_cycle", "invoice_resend_failed", "invoice_audit_verify"}
+    assert len(parsed["seconds"]) == 4 and max(parsed["seconds"].values()) < 2
+    assert set(parsed["dags"]) == {
+        "invoice_cycle", "invoice_resend_failed", "invoice_audit_verify", "invoice_efactura"
+    }  # fmt: skip
     for dag in parsed["dags"].values():
         assert {"billing", "invoices"} <= set(dag["tags"])
         assert all(r >= 1 for r in dag["retries"])
@@ -170,10 +172,13 @@ def test_make_run_issues_the_sample_cycle_once(sample_run, tmp_path):
         assert conn.execute(sa.text("SELECT count(*) FROM invoices")).scalar() == len(rows)
 
 
-def dags_test(home: Path, dag_id: str, conf: dict) -> subprocess.CompletedProcess:
+def dags_test(
+    home: Path, dag_id: str, conf: dict, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "airflow"), "dags", "test", dag_id, "--conf", json.dumps(conf)],
-        cwd=REPO, env=airflow_env(home), capture_output=True, text=True, timeout=300,
+        cwd=REPO, env={**airflow_env(home), **(env or {})}, capture_output=True, text=True,
+        timeout=300,
     )  # fmt: skip
 
 
@@ -191,6 +196,31 @@ def test_ops_and_audit_dags_wrap_the_cli_functions(sample_run, tmp_path):
     failed = dags_test(home, "invoice_audit_verify", {"cycle_id": "2026-11"})
     assert failed.returncode != 0
     assert f"{pdf.relative_to(home / 'archive')}" in failed.stdout + failed.stderr
+
+
+@pytest.mark.slow
+def test_the_efactura_dag_uploads_the_cycle_once_and_fails_loudly_on_deadlines(
+    sample_run, tmp_path
+):
+    from tests.support.anaf_simulator import Running
+
+    home = _copy_of(sample_run, tmp_path)
+    # without ANAF: validated only, and the sample (issued 1 November) is past its deadline
+    alone = dags_test(home, "invoice_efactura", {})
+    assert alone.returncode != 0
+    assert "at or past their e-Factura deadline" in alone.stdout + alone.stderr
+    with Running() as anaf:
+        env = {
+            "INVOICES_EFACTURA_URL": anaf.api_url, "INVOICES_EFACTURA_TOKEN_URL": anaf.token_url,
+            "INVOICES_EFACTURA_REFRESH_TOKEN": anaf.sim.issue_refresh_token(),
+        }  # fmt: skip
+        anaf.sim.faults.rate_limit_every = 50
+        runs = [dags_test(home, "invoice_efactura", {}, env) for _ in range(2)]
+        uploads = [u.number for u in anaf.sim.uploads.values()]
+    assert runs[-1].returncode == 0, runs[-1].stdout[-3000:] + runs[-1].stderr[-3000:]
+    with sa.create_engine(f"sqlite:///{home / 'ledger.db'}").connect() as conn:
+        states = dict(conn.execute(sa.text("SELECT number, state FROM efactura_documents")).all())
+    assert set(states.values()) == {"accepted"} and sorted(uploads) == sorted(states)
 
 
 @pytest.mark.slow
