@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from billing.domain.cycles import TIMEZONE, BilledPeriod, check_period
 from billing.domain.errors import InputError
@@ -200,7 +201,7 @@ def efactura_status(
     """The e-Factura XMLs by state, the first invalid ones with the rules they break, and the
     invoices not accepted yet whose reporting deadline is a working day away or past
     (`deadlines`, counted from `today`, by default Bucharest's date)."""
-    today = today or datetime.now(TIMEZONE).date()
+    today = today or datetime.now(ZoneInfo(TIMEZONE)).date()
     return efactura.status(runtime.ledger, cycle_id) | {
         "deadlines": efactura.deadlines(runtime.ledger, today, cycle_id)
     }

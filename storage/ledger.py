@@ -187,7 +187,7 @@ efactura_documents = sa.Table(
     sa.Column("recovered", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("state_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("findings", sa.Text, nullable=False, server_default=""),
+    sa.Column("findings", sa.Text, nullable=False),
     sa.Column("validated_at", sa.DateTime(timezone=True)),
     # the upload: started (recorded before the request, so a reply that never came is looked
     # for in ANAF's message list before any new upload), its index, ANAF's download id and

@@ -466,7 +466,7 @@ def download_cycle(
             path = to / key
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            if progress:
+            if progress and key.startswith("invoices/"):  # a step an invoice (its PDF)
                 progress(1)
             return data
 

@@ -28,7 +28,7 @@ def upgrade() -> None:
         sa.Column("recovered", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("state_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("findings", sa.Text, nullable=False, server_default=""),
+        sa.Column("findings", sa.Text, nullable=False),
         sa.Column("validated_at", sa.DateTime(timezone=True)),
         sa.Column("upload_started_at", sa.DateTime(timezone=True)),
         sa.Column("upload_index", sa.String(32)),

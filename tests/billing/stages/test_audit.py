@@ -184,7 +184,7 @@ def test_objects_are_read_with_a_bounded_read_ahead(two_cycles):
         nonlocal read
         data = archive.get(key, version_id)
         with lock:
-            read += 1
+            read += key.endswith(".pdf")  # an entry's PDF (its XML is read beside it)
         return data
 
     assert _check_objects(archive, many(), fetch=fetch) == []
@@ -240,9 +240,11 @@ def test_download_writes_the_cycle_and_its_manifest(two_cycles, tmp_path):
     seen = []
     assert download_cycle(engine, archive, "2026-11", tmp_path / "dl", progress=seen.append) == []
     manifest = json.loads((tmp_path / "dl" / "manifests" / "2026-11.json").read_bytes())
-    assert len(seen) == len(manifest["invoices"])
+    assert len(seen) == len(manifest["invoices"])  # one step an invoice
     for entry in manifest["invoices"]:
         assert sha256_hex((tmp_path / "dl" / entry["key"]).read_bytes()) == entry["sha256"]
+        xml = entry["efactura"]
+        assert sha256_hex((tmp_path / "dl" / xml["key"]).read_bytes()) == xml["sha256"]
 
 
 def test_the_view_keeps_the_six_newest_whatever_order_cycles_are_run_in(settings_for, tmp_path):
