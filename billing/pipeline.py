@@ -9,6 +9,7 @@ values, so an orchestrator (the Airflow DAG, or `invoices run`) can call them fr
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from billing.domain.cycles import TIMEZONE, BilledPeriod, check_period
-from billing.domain.errors import InputError
+from billing.domain.errors import ConfigurationError, InputError
 from billing.domain.layout import report_key, reports_prefix
 from billing.domain.model import ChunkRef
 from billing.domain.notices import MESSAGE_CHANNELS
@@ -47,6 +48,7 @@ from billing.stages.staging import (
 from renderers.efactura.ubl import check_supplier as check_efactura_supplier
 
 CHANNELS = tuple(str(channel) for channel in MESSAGE_CHANNELS)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -126,8 +128,16 @@ def archive_chunk(
     """Render and archive the PDFs and e-Factura XMLs of one chunk's invoices that are not
     archived yet."""
     renderer = runtime.renderer
-    if renderer.efactura is not None:
-        check_efactura_supplier(runtime.supplier)  # fails the task at once, not per invoice
+    make_xml = renderer.efactura
+    if make_xml is not None:
+        try:
+            check_efactura_supplier(runtime.supplier)
+        except ConfigurationError as exc:
+            # The invoices still go out: their XMLs are made by a run after the supplier file
+            # is mended (the run report warns of every invoice without one, and the e-Factura
+            # DAG fails as their deadline nears).
+            log.error("chunk %s: no e-Factura XML is made: %s", ref.number, exc)
+            make_xml = None
     with _timed(runtime, run_id, "render_archive", ref.number) as done, \
             runtime.render_processes() as renderers:  # fmt: skip
         result = archive_invoices(
@@ -142,7 +152,7 @@ def archive_chunk(
             runtime.settings.retention_years,
             renderers=renderers,
             progress=progress,
-            make_xml=renderer.efactura,
+            make_xml=make_xml,
         )
         done.items = result.archived + result.recovered
     return result

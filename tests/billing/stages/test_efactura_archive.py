@@ -19,8 +19,9 @@ from billing.domain.errors import ConfigurationError
 from billing.domain.layout import efactura_key
 from billing.runtime import Runtime
 from billing.stages.audit import verify_cycle
+from renderers.efactura.ubl import check_supplier
 from renderers.efactura.validation import Validator
-from renderers.supplier import DEFAULT_PATH
+from renderers.supplier import DEFAULT_PATH, load_supplier
 from storage.archive import open_archive, sha256_hex
 from storage.ledger import efactura_documents, invoices, manifests, open_ledger
 
@@ -143,16 +144,23 @@ def test_audit_verify_names_an_xml_changed_or_gone(issued_copy):
         assert conn.execute(sa.select(sa.func.count()).select_from(manifests)).scalar() == 2
 
 
-def test_a_supplier_file_without_its_postal_address_fails_the_render_step_at_once(
-    settings_for, tmp_path
+def test_a_supplier_file_without_its_postal_address_still_issues_and_warns(
+    settings_for, tmp_path, caplog
 ):
     supplier = json.loads(DEFAULT_PATH.read_text(encoding="utf-8"))
     del supplier["postal_address"]
     path = tmp_path / "supplier.json"
     path.write_text(json.dumps(supplier, ensure_ascii=False))
     settings = settings_for(supplier_file=path)
+    report = pipeline.run_cycle(Runtime(settings), "2026-11", "no-address", send_notices=False)
+    # the invoices and their PDFs go out; the missing XMLs are warned of, naming the cause
+    assert report["pdfs_archived"] == report["invoices_issued"] > 0
+    assert report["efactura_xmls"] == 0
+    assert report["efactura_missing"] == report["invoices_issued"]
+    assert any("no e-Factura XML" in warning for warning in report["warnings"])
+    assert "postal_address" in caplog.text
     with pytest.raises(ConfigurationError, match="postal_address"):
-        pipeline.run_cycle(Runtime(settings), "2026-11", "no-address", send_notices=False)
+        check_supplier(load_supplier(path))
 
 
 # --- validation, fail closed -------------------------------------------------------------------
