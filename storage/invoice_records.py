@@ -34,13 +34,6 @@ def customer_snapshot(customer: Customer) -> dict[str, str]:
     return {LEDGER_COLUMN.get(k, k): v for k, v in customer_to_row(customer).items()}
 
 
-def numbers_without_document(
-    conn: Connection, cycle_id: str, customer_ids: Sequence[str]
-) -> list[str]:
-    """Invoice numbers of the cycle, for these customers, that have no archived document yet."""
-    return [number for number, pdf, _ in documents_missing(conn, cycle_id, customer_ids) if pdf]
-
-
 def documents_missing(
     conn: Connection, cycle_id: str, customer_ids: Sequence[str], xml: bool = False
 ) -> list[tuple[str, bool, bool]]:

@@ -50,16 +50,13 @@ LOOKAHEAD = 2  # batches handed to the render processes ahead of the one being s
 class ArchiveResult:
     """PDFs this call wrote to the archive and recorded (`archived`), and PDFs it found already
     archived without a ledger row, left by a run that crashed before recording them, and
-    recorded (`recovered`); `xmls`: e-Factura XMLs recorded (written or found)."""
+    recorded (`recovered`)."""
 
     archived: int = 0
     recovered: int = 0
-    xmls: int = 0
 
     def __add__(self, other: ArchiveResult) -> ArchiveResult:
-        return ArchiveResult(
-            self.archived + other.archived, self.recovered + other.recovered, self.xmls + other.xmls
-        )
+        return ArchiveResult(self.archived + other.archived, self.recovered + other.recovered)
 
 
 def archive_invoices(
@@ -269,15 +266,12 @@ def _record(engine: Engine, rows: list[dict], xmls: Sequence[dict] = ()) -> Arch
         for recovered in (False, True):
             group = [row for row in rows if row["recovered"] is recovered]
             counts[recovered] = len(conn.execute(statement, group).all()) if group else 0
-        recorded = 0
         if xmls:
-            statement = (
-                insert(efactura_documents)
-                .on_conflict_do_nothing(index_elements=["number"])
-                .returning(efactura_documents.c.number)
+            conn.execute(
+                insert(efactura_documents).on_conflict_do_nothing(index_elements=["number"]),
+                list(xmls),
             )
-            recorded = len(conn.execute(statement, list(xmls)).all())
-    return ArchiveResult(archived=counts[False], recovered=counts[True], xmls=recorded)
+    return ArchiveResult(archived=counts[False], recovered=counts[True])
 
 
 MANIFEST_ROWS = 5000  # ledger rows read per batch while the manifest is written
