@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from billing.domain.errors import InvoicePipelineError
+from billing.domain.moments import as_utc
 
 app = typer.Typer(
     help="Batch invoice issuance: sample cycles, runs, the last-six view, audits.",
@@ -250,7 +251,7 @@ def _moment(value: str) -> datetime:
             f"{value!r} is not an ISO 8601 date or date and time, e.g. 2026-11-05 or "
             "2026-11-05T08:30:00Z"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return as_utc(moment)
 
 
 @preferences_app.command("export")

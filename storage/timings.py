@@ -4,11 +4,12 @@ the run report reads them back as one span per stage (first start to last end)."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from billing.domain.moments import as_utc
 from storage.ledger import stage_timings
 
 
@@ -55,8 +56,8 @@ def stage_spans(engine: Engine, run_id: str) -> list[StageSpan]:
         by_stage.setdefault(row.stage, []).append(row)
     spans = []
     for stage, parts in by_stage.items():
-        started = [_aware(p.started_at) for p in parts]
-        finished = [_aware(p.finished_at) for p in parts]
+        started = [as_utc(p.started_at) for p in parts]
+        finished = [as_utc(p.finished_at) for p in parts]
         spans.append(
             StageSpan(
                 stage, min(started), max(finished), sum(p.items for p in parts), len(parts),
@@ -64,8 +65,3 @@ def stage_spans(engine: Engine, run_id: str) -> list[StageSpan]:
             )
         )  # fmt: skip
     return sorted(spans, key=lambda span: span.started_at)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite gives back naive datetimes; every moment here was written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from billing.domain.deadlines import WARN_DAYS, reporting_deadline, working_days_left
+from billing.domain.moments import as_utc
 from billing.stages.progress import NO_PROGRESS, Progress
 from storage.archive import Archive, sha256_hex
 from storage.ledger import efactura_documents, invoices
@@ -393,7 +394,7 @@ def _reconcile(engine: Engine, client, now: datetime) -> tuple[int, int]:
         known = set(
             conn.execute(sa.select(table.c.upload_index).where(table.c.upload_index.is_not(None))).scalars()
         )  # fmt: skip
-    oldest = min(_aware(r.upload_started_at) for r in waiting.values())
+    oldest = min(as_utc(r.upload_started_at) for r in waiting.values())
     days = min(60, max(1, (now - oldest).days + 1))
     found = 0
     for message in client.messages(days):
@@ -407,14 +408,10 @@ def _reconcile(engine: Engine, client, now: datetime) -> tuple[int, int]:
             found += 1
     released = 0
     for number, row in waiting.items():
-        if now - _aware(row.upload_started_at) >= RECONCILE_AFTER:
+        if now - as_utc(row.upload_started_at) >= RECONCILE_AFTER:
             _set(engine, number, upload_started_at=None)
             released += 1
     return found, released
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite keeps no zone
 
 
 def _set(engine: Engine, number: str, only_if_not_started: bool = False, **values) -> bool:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
+from billing.domain.moments import as_utc
 from billing.domain.spreadsheet import spreadsheet_row
 from storage.preferences import changes_since
 
@@ -48,5 +49,4 @@ def export_changes(engine: Engine, since: datetime | None = None) -> Iterator[st
 def utc_text(moment: datetime) -> str:
     """`moment` as ISO 8601 in UTC, to the second (`2026-11-05T08:30:00Z`); a time without a
     zone, as SQLite hands them back, was written in UTC."""
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(moment).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
