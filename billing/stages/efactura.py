@@ -44,32 +44,35 @@ class ValidationResult:
 _validator = None
 
 
+def finding(layer: str, rule: str, message: str, location: str = "", fatal: bool = True) -> dict:
+    """One finding as the ledger keeps it (`efactura_documents.findings` is a JSON list)."""
+    return {"layer": layer, "rule": rule, "message": message, "location": location, "fatal": fatal}
+
+
+ARCHIVE_CHANGED = [
+    finding(
+        "archive", "ARCHIVE", "the archived XML is not the one the ledger recorded (sha256 differs)"
+    )
+]
+
+
 def findings_of(xmls: Sequence[bytes | None]) -> list[list[dict]]:
-    """Each XML's findings as plain dicts (what a validator process sends back); the
-    stylesheet is compiled once per process."""
+    """Each XML's findings (what a validator process sends back); None stands for an archived
+    XML whose bytes differ from the ledger's. The stylesheet is compiled once per process."""
     global _validator
-    if any(xml is None for xml in xmls):  # None: the archived bytes differ from the ledger's
-        changed = [{"layer": "archive", "rule": "ARCHIVE", "fatal": True, "location": "",
-                    "message": "the archived XML is not the one the ledger recorded (sha256 differs)"}]  # fmt: skip
-        found = findings_of([xml for xml in xmls if xml is not None])
-        return [changed if xml is None else found.pop(0) for xml in xmls]
     if _validator is None:
         from renderers.efactura.validation import Validator
 
         _validator = Validator()
     return [
-        [
-            {
-                "layer": f.layer,
-                "rule": f.rule,
-                "message": f.message,
-                "location": f.location,
-                "fatal": f.fatal,
-            }
-            for f in _validator.validate(xml)
-        ]  # fmt: skip
+        ARCHIVE_CHANGED if xml is None
+        else [finding(f.layer, f.rule, f.message, f.location, f.fatal) for f in _validator.validate(xml)]
         for xml in xmls
-    ]
+    ]  # fmt: skip
+
+
+def _anaf_findings(errors: Sequence[str]) -> str:
+    return json.dumps([finding("anaf", "ANAF", error) for error in errors], ensure_ascii=False)
 
 
 def validate_pending(
@@ -227,9 +230,8 @@ def deadlines(engine: Engine, today: date, cycle_id: str | None = None) -> list[
 
 # --- upload and tracking -----------------------------------------------------------------------
 
-RECONCILE_AFTER = timedelta(
-    hours=1
-)  # an unanswered upload not in ANAF's list by then never got there
+# an unanswered upload not in ANAF's message list by then never got there
+RECONCILE_AFTER = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -272,9 +274,7 @@ def submit_pending(
     for row in todo:
         xml = archive.get(row.key, row.version_id)
         if sha256_hex(xml) != row.sha256:  # never upload what the ledger did not record
-            _set(engine, row.number, state="invalid", findings=json.dumps([{
-                "layer": "archive", "rule": "ARCHIVE", "fatal": True, "location": "",
-                "message": "the archived XML is not the one the ledger recorded (sha256 differs)"}]))  # fmt: skip
+            _set(engine, row.number, state="invalid", findings=json.dumps(ARCHIVE_CHANGED))
             continue
         started = datetime.now(UTC)
         if not _set(engine, row.number, only_if_not_started=True, upload_started_at=started):
@@ -288,10 +288,7 @@ def submit_pending(
             unanswered += 1
         except AnafRefused as exc:
             refused += 1
-            _set(engine, row.number, state="rejected",
-                 findings=json.dumps([{"layer": "anaf", "rule": "ANAF", "fatal": True,
-                                       "location": "", "message": e} for e in exc.errors],
-                                     ensure_ascii=False))  # fmt: skip
+            _set(engine, row.number, state="rejected", findings=_anaf_findings(exc.errors))
         else:
             uploaded += 1
             _set(
@@ -367,9 +364,7 @@ def _poll(engine, archive, client, row, retention_years) -> str:
         _set(engine, row.number, state="accepted", **response)
         return "accepted"
     errors = errors or [status.state]
-    _set(engine, row.number, state="rejected", **response,
-         findings=json.dumps([{"layer": "anaf", "rule": "ANAF", "fatal": True, "location": "",
-                               "message": e} for e in errors], ensure_ascii=False))  # fmt: skip
+    _set(engine, row.number, state="rejected", findings=_anaf_findings(errors), **response)
     return "rejected"
 
 
