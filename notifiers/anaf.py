@@ -173,12 +173,12 @@ class AnafClient:
             raise RetryableDeliveryError(f"ANAF {path}: {type(exc).__name__}") from exc
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        headers = kwargs.pop("headers", {})
         for attempt in (1, 2):
-            headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self._token()}"}
             response = self._http.request(
-                method, f"{self.base_url}/{path}", headers=headers, **kwargs
-            )
-            kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                method, f"{self.base_url}/{path}",
+                headers={**headers, "Authorization": f"Bearer {self._token()}"}, **kwargs,
+            )  # fmt: skip
             if response.status_code == 401 and attempt == 1 and self.tokens.refresh_token:
                 self._refresh()  # refused before its time: refresh once and try again
                 continue
