@@ -19,6 +19,8 @@ that cannot be reported is reported to ops, never silently changed.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal
 from xml.sax.saxutils import escape, quoteattr
 
@@ -71,10 +73,7 @@ def invoice_xml(invoice: IssuedInvoice, supplier: Supplier) -> bytes:
     add(f"<cbc:DocumentCurrencyCode>{_text(currency)}</cbc:DocumentCurrencyCode>")
     if currency != "RON":  # BR-RO-030: VAT is accounted in RON
         add("<cbc:TaxCurrencyCode>RON</cbc:TaxCurrencyCode>")
-    add(
-        f"<cac:InvoicePeriod><cbc:StartDate>{invoice.period_start.isoformat()}</cbc:StartDate>"
-        f"<cbc:EndDate>{invoice.period_end.isoformat()}</cbc:EndDate></cac:InvoicePeriod>"
-    )
+    add(_period(invoice.period_start, invoice.period_end))
     add(_seller(supplier, seller_address))
     add(_buyer(invoice.customer))
     add(
@@ -102,14 +101,7 @@ def invoice_xml(invoice: IssuedInvoice, supplier: Supplier) -> bytes:
         quantity, price = line.quantity, line.unit_price
         if price < 0:  # a discount: the price may not be negative (BR-27), the quantity may
             quantity, price = -quantity, -price
-        period = ""
-        if line.service_start or line.service_end:
-            period = "<cac:InvoicePeriod>"
-            if line.service_start:
-                period += f"<cbc:StartDate>{line.service_start.isoformat()}</cbc:StartDate>"
-            if line.service_end:
-                period += f"<cbc:EndDate>{line.service_end.isoformat()}</cbc:EndDate>"
-            period += "</cac:InvoicePeriod>"
+        period = _period(line.service_start, line.service_end)
         name, description = _item_name(line.description)
         add(
             f"<cac:InvoiceLine><cbc:ID>{line.line_no}</cbc:ID>"
@@ -168,14 +160,9 @@ def address_fields(address: Address) -> tuple[str, str]:
 
 
 def _seller(supplier: Supplier, address: Address) -> str:
-    contact = ""
-    if supplier.phone or supplier.email:
-        contact = "<cac:Contact>"
-        if supplier.phone:
-            contact += f"<cbc:Telephone>{_text(supplier.phone)}</cbc:Telephone>"
-        if supplier.email:
-            contact += f"<cbc:ElectronicMail>{_text(supplier.email)}</cbc:ElectronicMail>"
-        contact += "</cac:Contact>"
+    contact = _group(
+        "cac:Contact", (("cbc:Telephone", supplier.phone), ("cbc:ElectronicMail", supplier.email))
+    )
     legal_form = f"Capital social {supplier.share_capital}"
     return (
         f"<cac:AccountingSupplierParty><cac:Party>{_address(address)}"
@@ -213,6 +200,22 @@ def _address(address: Address) -> str:
         + (f"<cbc:CountrySubentity>{_text(subdivision)}</cbc:CountrySubentity>" if subdivision else "")
         + f"<cac:Country><cbc:IdentificationCode>{_text(address.country)}</cbc:IdentificationCode>"
         "</cac:Country></cac:PostalAddress>"
+    )  # fmt: skip
+
+
+def _group(tag: str, children: Sequence[tuple[str, str]]) -> str:
+    """`<tag>` around those of its children (element, text) that have a text, or nothing when
+    none has one."""
+    inner = "".join(f"<{name}>{_text(text)}</{name}>" for name, text in children if text)
+    return f"<{tag}>{inner}</{tag}>" if inner else ""
+
+
+def _period(start: date | None, end: date | None) -> str:
+    """An invoice period (BG-14, or BG-26 on a line): what it gives of its start and end."""
+    return _group(
+        "cac:InvoicePeriod",
+        (("cbc:StartDate", start.isoformat() if start else ""),
+         ("cbc:EndDate", end.isoformat() if end else "")),
     )  # fmt: skip
 
 
