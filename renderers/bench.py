@@ -167,19 +167,29 @@ def _html_template():
     return environment.from_string(TEMPLATE.read_text(encoding="utf-8"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measured figure")
+def bench_main(
+    argv: list[str] | None, doc: str, title: str, seconds: float, rows: Callable
+) -> None:
+    """The command line of a one-table benchmark: `--seconds` per figure, then `rows(seconds)`
+    ((figure, value, ratio or comment) each) printed as a table titled `title`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=seconds, help="per measured figure")
     args = parser.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Invoice PDF rendering, one process, single-threaded")
+    table = Table(title=title)
     for column in ("figure", "value", "ratio / comment"):
         table.add_column(column)
-    for row in bench_rows(args.seconds):
+    for row in rows(args.seconds):
         table.add_row(*row)
     Console(width=None if sys.stdout.isatty() else 120).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    bench_main(
+        argv, __doc__, "Invoice PDF rendering, one process, single-threaded", 3.0, bench_rows
+    )
 
 
 if __name__ == "__main__":

@@ -10,18 +10,14 @@ the CIUS-RO rules) and whole, as the cycle's validation runs it.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import replace
 from decimal import Decimal
 
 from lxml import etree
-from rich.console import Console
-from rich.table import Table
 
 from billing.domain.model import InvoiceLine, IssuedInvoice, VatLine
 from billing.domain.money import compute_totals, line_net
-from renderers.bench import median_rates
+from renderers.bench import bench_main, median_rates
 from renderers.efactura import cius_ro
 from renderers.efactura.ubl import invoice_xml
 from renderers.efactura.validation import Validator
@@ -87,15 +83,7 @@ def _rows(label, invoice, supplier, validator, seconds) -> list[tuple[str, str, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="per measured figure")
-    args = parser.parse_args(argv)
-    table = Table(title="e-Factura XML, one process, single-threaded")
-    for column in ("figure", "value", "ratio / comment"):
-        table.add_column(column)
-    for row in bench_rows(args.seconds):
-        table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    bench_main(argv, __doc__, "e-Factura XML, one process, single-threaded", 2.0, bench_rows)
 
 
 if __name__ == "__main__":
