@@ -129,13 +129,9 @@ def buyer_identifier(customer: Customer) -> tuple[str, str | None]:
     return NO_CNP, None
 
 
-def is_company(customer: Customer) -> bool:
-    """Whether the customer is identified by a CUI (its invoice goes through the B2B upload)."""
-    return is_company_tax_id(customer.tax_id)
-
-
 def is_company_tax_id(tax_id: str) -> bool:
-    """Whether a tax id is a company's CUI rather than a person's CNP (or none)."""
+    """Whether a tax id is a company's CUI rather than a person's CNP (or none): its invoice
+    goes through the B2B upload."""
     tax_id = tax_id.strip().upper()
     return bool(tax_id) and not valid_cnp(tax_id) and valid_cui(tax_id)
 
