@@ -49,7 +49,7 @@ BIN = Path(sys.executable).parent
 
 DAG_ID = "invoice_cycle"
 # The mapped tasks, one per chunk: what `workers:` counts.
-CHUNK_TASKS = ("render_archive", "notify_email", "notify_sms")
+CHUNK_TASKS = ("render_archive", "validate_efactura", "notify_email", "notify_sms")
 SESSIONS = "sessions.json"
 REGION = "eu-central-1"
 # The variable that names a worker to `worker_hostname`, Airflow's [core] hostname_callable.

@@ -186,6 +186,22 @@ def validate_efactura(
     return result
 
 
+def validate_efactura_chunk(
+    runtime: Runtime, ref: ChunkRef, run_id: str, progress: Progress = NO_PROGRESS
+) -> efactura.ValidationResult:
+    """Validate the e-Factura XMLs of one chunk's invoices that are not validated yet (the
+    cycle run's part of it: what it leaves, the e-Factura DAG validates)."""
+    with _timed(runtime, run_id, "efactura_validate", ref.number) as done, \
+            runtime.validator_processes() as validators:  # fmt: skip
+        result = efactura.validate_pending(
+            runtime.ledger, runtime.archive, ref.cycle_id, validators,
+            runtime.settings.render_processes, progress,
+            customer_ids=read_chunk_customer_ids(runtime.staging, ref),
+        )  # fmt: skip
+        done.items = result.valid + result.invalid
+    return result
+
+
 def submit_efactura(
     runtime: Runtime, cycle_id: str | None = None, progress: Progress = NO_PROGRESS
 ) -> efactura.SubmitResult:
@@ -376,6 +392,7 @@ def run_cycle(
     stage(runtime, cycle_id, run_id=run_id)
     issue(runtime, cycle_id, run_id, shown("issue"))
     archive_cycle(runtime, cycle_id, run_id, shown("render_archive"))
+    validate_efactura(runtime, cycle_id, run_id, shown("efactura_validate"))
     if send_notices:  # paper is a message to the customer too
         for channel in CHANNELS:
             notify_cycle(runtime, cycle_id, run_id, (channel,), shown(f"notify_{channel}"))

@@ -1,6 +1,6 @@
 """Invoice cycle: stage the billing export, issue invoices, render and archive their PDFs and
-send the e-mail and SMS notices (mapped tasks per chunk), put the paper invoices into a print
-batch, write the cycle manifest and the run report.
+e-Factura XMLs, validate the XMLs and send the e-mail and SMS notices (mapped tasks per chunk),
+put the paper invoices into a print batch, write the cycle manifest and the run report.
 
 One DAG per bill-cycle day (`INVOICES_BILL_CYCLE_DAYS`, default 1): `invoice_cycle` for the 1st,
 `invoice_cycle_d08` for the 8th, ... Each is scheduled at local midnight of its day in
@@ -134,6 +134,25 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
                     task_runtime(), ref, context["run_id"], progress
                 ).archived
 
+        @task(map_index_template="{{ chunk_label }}")
+        def validate_efactura(chunk: dict) -> dict:
+            """Check the chunk's e-Factura XMLs in ANAF's three layers, fail closed: one that
+            breaks a rule is marked invalid (the report counts it) and never uploaded."""
+            from airflow_runtime import fail_fast, task_runtime
+
+            from billing import pipeline
+            from billing.domain.model import ChunkRef
+
+            ref = ChunkRef.from_dict(chunk)
+            context = get_current_context()
+            context["chunk_label"] = label = f"chunk {ref.number} of {ref.total}"
+            with fail_fast():
+                result = pipeline.validate_efactura_chunk(
+                    task_runtime(), ref, context["run_id"],
+                    pipeline.LogProgress(f"efactura_validate {label}"),
+                )  # fmt: skip
+            return vars(result)
+
         def _notify(chunk: dict, channel: str) -> dict:
             """Send one channel's notices of the chunk from the outbox; backfills send none
             unless asked."""
@@ -201,6 +220,7 @@ def invoice_cycle_dag(day: int, scheduled: bool = True):
         sent = [notify_email.expand(chunk=chunks), notify_sms.expand(chunk=chunks)]
         finished = report(staged)
         archived >> sent >> finished
+        archived >> validate_efactura.expand(chunk=chunks) >> finished
         archived >> print_batch(staged) >> finished
 
     return invoice_cycle()

@@ -28,6 +28,7 @@ from storage.ledger import efactura_documents, invoices
 
 BATCH = 100  # XMLs a validator is handed at once
 AHEAD = 2  # batches in flight per validator process
+IN_BATCH = 5000  # values in one IN list
 
 
 @dataclass(frozen=True)
@@ -82,16 +83,11 @@ def validate_pending(
     validators: Executor | None = None,
     workers: int = 1,
     progress: Progress = NO_PROGRESS,
+    customer_ids: Sequence[str] | None = None,
 ) -> ValidationResult:
-    """Validate the pending, not yet validated XMLs of `cycle_id` (or of every cycle)."""
-    table = efactura_documents
-    query = sa.select(table.c.number, table.c.key, table.c.version_id, table.c.sha256).where(
-        table.c.state == "pending", table.c.validated_at.is_(None)
-    )
-    if cycle_id is not None:
-        query = query.where(efactura_documents.c.cycle_id == cycle_id)
-    with engine.connect() as conn:
-        todo = conn.execute(query.order_by(efactura_documents.c.number)).all()
+    """Validate the pending, not yet validated XMLs of `cycle_id` (or of every cycle); with
+    `customer_ids` (a chunk of the cycle run), only those customers' in `cycle_id`."""
+    todo = _unvalidated(engine, cycle_id, customer_ids)
     progress.begin(len(todo))
     result = ValidationResult()
     in_flight: deque[tuple[Sequence[sa.Row], Future]] = deque()
@@ -115,6 +111,35 @@ def validate_pending(
     while in_flight:
         result += _finish(engine, *in_flight.popleft(), progress)
     return result
+
+
+def _unvalidated(
+    engine: Engine, cycle_id: str | None, customer_ids: Sequence[str] | None
+) -> list[sa.Row]:
+    """The XMLs to validate, in number order. A chunk's are read from its side: its invoices by
+    the (cycle, customer) index, then their XMLs by number, so a chunk never scans what the
+    whole cycle has left."""
+    table = efactura_documents
+    columns = (table.c.number, table.c.key, table.c.version_id, table.c.sha256)
+    unvalidated = (table.c.state == "pending") & table.c.validated_at.is_(None)
+    with engine.connect() as conn:
+        if customer_ids is None:
+            query = sa.select(*columns).where(unvalidated)
+            if cycle_id is not None:
+                query = query.where(table.c.cycle_id == cycle_id)
+            return conn.execute(query.order_by(table.c.number)).all()
+        if cycle_id is None:
+            raise ValueError("customer_ids are a chunk of one cycle: name the cycle")
+        found: list[sa.Row] = []
+        for start in range(0, len(customer_ids), IN_BATCH):
+            found += conn.execute(
+                sa.select(*columns)
+                .join(invoices, invoices.c.number == table.c.number)
+                .where(invoices.c.cycle_id == cycle_id,
+                       invoices.c.customer_id.in_(customer_ids[start : start + IN_BATCH]),
+                       unvalidated)
+            ).all()  # fmt: skip
+    return sorted(found, key=lambda row: row.number)
 
 
 def _finish(engine: Engine, rows: Sequence[sa.Row], future: Future, progress: Progress):

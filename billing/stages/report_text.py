@@ -69,7 +69,7 @@ def pick_examples(items: Iterable[Mapping], key: str, limit: int) -> list:
 
 def format_report(report: dict) -> str:
     """The run report as fixed-width plain text (sections: warnings when there are any, run,
-    stages, timings, notices, totals, quarantine, failures)."""
+    stages, timings, notices, totals, quarantine, failures, invalid e-Factura XMLs)."""
     sections = [
         _warnings_section(report),
         _run_section(report),
@@ -79,6 +79,7 @@ def format_report(report: dict) -> str:
         _totals_section(report),
         _quarantine_section(report),
         _failures_section(report),
+        _efactura_section(report),
     ]
     return "\n\n".join(s for s in sections if s)
 
@@ -118,6 +119,9 @@ STAGE_ROWS = (
     ("pdfs_existing", "already archived"),
     ("pdfs_recovered", "  of which recovered"),
     ("efactura_xmls", "e-Factura XMLs"),
+    ("efactura_valid", "  valid"),
+    ("efactura_invalid", "  invalid (not uploaded)"),
+    ("efactura_unvalidated", "  not validated yet"),
     ("efactura_missing", "  invoices without one"),
     ("paper_queued", "paper queued"),
     ("fallbacks", "fallbacks"),
@@ -213,6 +217,17 @@ def _quarantine_section(report: dict) -> str:
     if where:
         lines += ["", f"  full list: {where}"]
     return _section(title, lines)
+
+
+def _efactura_section(report: dict) -> str:
+    """The first invalid e-Factura XMLs, each with the rules it breaks (ANAF's ids)."""
+    invalid = report.get("efactura_invalid_examples") or []
+    if not invalid:
+        return ""
+    count = report.get("efactura_invalid", len(invalid))
+    rows = [(i.get("number", ""), _reason("; ".join(i.get("rules") or []))) for i in invalid]
+    lines = _table(("invoice", "rules broken"), rows, "<<")
+    return _section(f"invalid e-Factura XMLs ({len(invalid)} of {count}, not uploaded)", lines)
 
 
 def _failures_section(report: dict) -> str:

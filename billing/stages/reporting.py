@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from billing.domain.layout import report_key
 from billing.domain.notices import FAILED, MESSAGE_CHANNELS, REPORTED_AS, Channel, NoticeStatus
+from billing.stages import efactura
 from billing.stages.archiving import finalize_manifest
 from billing.stages.report_text import mask_contacts, pick_examples, safe_customer_id
 from billing.stages.staging import load_staged
@@ -102,7 +103,9 @@ def document_counts(engine: Engine, cycle_id: str, run_id: str) -> dict[str, int
     - `pdfs_recovered`: those of `pdfs_existing` found in the archive and recorded by this run.
 
     `pdfs_archived + pdfs_existing` is every archived PDF of the cycle. `efactura_xmls`: the
-    cycle's archived e-Factura XMLs; `efactura_missing`: its invoices without one.
+    cycle's archived e-Factura XMLs; `efactura_missing`: its invoices without one. Of the XMLs,
+    `efactura_valid` passed ANAF's three layers, `efactura_invalid` break a rule (never
+    uploaded) and `efactura_unvalidated` are not validated yet.
     """
     # One labelled expression in both clauses: PostgreSQL matches GROUP BY to the select list
     # by its text, and two separate comparisons would bind run_id under two names.
@@ -114,9 +117,12 @@ def document_counts(engine: Engine, cycle_id: str, run_id: str) -> dict[str, int
             .where(invoice_documents.c.cycle_id == cycle_id)
             .group_by(by_this_run, recovered)
         ).all()
-        xmls, missing = conn.execute(
-            sa.select(sa.func.count(efactura_documents.c.number),
-                      sa.func.count().filter(efactura_documents.c.number.is_(None)))
+        xml = efactura_documents.c
+        xmls, missing, invalid, unvalidated = conn.execute(
+            sa.select(sa.func.count(xml.number),
+                      sa.func.count().filter(xml.number.is_(None)),
+                      sa.func.count().filter(xml.state == "invalid"),
+                      sa.func.count().filter(xml.number.is_not(None), xml.validated_at.is_(None)))
             .select_from(invoices.outerjoin(efactura_documents))
             .where(invoices.c.cycle_id == cycle_id)
         ).one()  # fmt: skip
@@ -127,6 +133,9 @@ def document_counts(engine: Engine, cycle_id: str, run_id: str) -> dict[str, int
         "pdfs_existing": sum(counts.values()) - archived,
         "pdfs_recovered": counts.get((True, True), 0),
         "efactura_xmls": xmls,
+        "efactura_valid": xmls - invalid - unvalidated,
+        "efactura_invalid": invalid,
+        "efactura_unvalidated": unvalidated,
         "efactura_missing": missing,
     }
 
@@ -245,6 +254,11 @@ def run_warnings(report: dict) -> list[str]:
             f"{report['efactura_missing']} invoice(s) have no e-Factura XML, so they cannot be "
             "reported to ANAF: run the cycle again (the render_archive log names the cause)"
         )
+    if report.get("efactura_invalid"):
+        warnings.append(
+            f"{report['efactura_invalid']} e-Factura XML(s) break ANAF's rules and will not be "
+            f"uploaded: `invoices efactura status {report['cycle_id']}` names them and the rules"
+        )
     return warnings
 
 
@@ -330,6 +344,11 @@ def finalize_report(
         "issue_date": staged.cycle.issue_date.isoformat(),
         "quarantine": quarantine,
         "failures": failures,
+        "efactura_invalid_examples": (
+            efactura.status(engine, cycle_id, REPORT_EXAMPLES)["invalid"]
+            if documents["efactura_invalid"]
+            else []
+        ),
     }
     report.update(run_timings(engine, run_id, started_at, report_started, finished_at, report))
     report["warnings"] = run_warnings(report)

@@ -71,6 +71,7 @@ def test_every_dag_parses_fast_without_connections_with_retries_and_tags(tmp_pat
         "stage",
         "issue",
         "render_archive",
+        "validate_efactura",
         "notify_email",
         "notify_sms",
         "print_batch",

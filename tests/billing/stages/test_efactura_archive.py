@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -166,12 +167,43 @@ def test_a_supplier_file_without_its_postal_address_still_issues_and_warns(
 # --- validation, fail closed -------------------------------------------------------------------
 
 
+def test_the_cycle_run_validates_its_xmls_and_its_report_names_the_invalid_ones(
+    settings_for, tmp_path
+):
+    supplier = json.loads(DEFAULT_PATH.read_text(encoding="utf-8"))
+    supplier["postal_address"]["street"] = "Bd. Ion Mihalache " + "nr. 15–17 " * 15  # 168 chars
+    path = tmp_path / "supplier.json"
+    path.write_text(json.dumps(supplier, ensure_ascii=False))
+    settings = settings_for(supplier_file=path)
+    report = pipeline.run_cycle(Runtime(settings), "2026-11", "long-street", send_notices=False)
+    # the invoices go out; every XML breaks the seller's street length, and none is uploaded
+    assert report["pdfs_archived"] == report["invoices_issued"] == report["efactura_xmls"] > 0
+    assert report["efactura_invalid"] == report["efactura_xmls"]
+    assert report["efactura_valid"] == report["efactura_unvalidated"] == 0
+    examples = report["efactura_invalid_examples"]
+    assert len(examples) == 20  # the first ones, in number order
+    assert [e["number"] for e in examples] == sorted(e["number"] for e in examples)
+    assert all(any(r.startswith("[BR-RO-L150]") for r in e["rules"]) for e in examples)
+    assert any("break ANAF's rules" in w and "efactura status 2026-11" in w
+               for w in report["warnings"])  # fmt: skip
+    text = pipeline.format_report(report)
+    assert f"invalid e-Factura XMLs (20 of {report['efactura_invalid']}, not uploaded)" in text
+    assert {r.state for r in xml_rows(settings).values()} == {"invalid"}
+
+
 def test_validation_passes_the_samples_and_keeps_an_invalid_or_changed_xml_from_upload(
     issued_copy, monkeypatch
 ):
     settings, _ = issued_copy
     rows = sorted((r for r in xml_rows(settings).values() if r.cycle_id == "2026-11"),
                   key=lambda r: r.number)  # fmt: skip
+    assert all(r.validated_at is not None and r.state == "pending" for r in rows)  # the run's
+    with open_ledger(settings.ledger_url).begin() as conn:  # as archived, before validation
+        conn.execute(
+            efactura_documents.update()
+            .where(efactura_documents.c.cycle_id == "2026-11")
+            .values(validated_at=None, findings="")
+        )
     broken, changed = rows[0], rows[1]
     # an XML recorded as it is in the archive, that breaks a CIUS-RO rule (re-recorded so its
     # sha256 matches), and one changed in the archive after it was recorded
@@ -216,11 +248,16 @@ def test_validation_passes_the_samples_and_keeps_an_invalid_or_changed_xml_from_
 def test_validator_processes_give_the_findings_of_validating_here(settings_for):
     settings = settings_for(render_processes=2)
     runtime = Runtime(settings)
-    pipeline.run_cycle(runtime, "2026-10", "r", send_notices=False)
     with runtime.validator_processes() as validators:
         assert validators is not None
-    result = pipeline.validate_efactura(runtime, "2026-10")
-    assert result.invalid == 0 and result.valid == len(xml_rows(settings)) > 0
+    report = pipeline.run_cycle(runtime, "2026-10", "r", send_notices=False)  # in 2 processes
+    assert report["efactura_valid"] == report["efactura_xmls"] == len(xml_rows(settings)) > 0
+    there = {n: (r.state, r.findings) for n, r in xml_rows(settings).items()}
+    with open_ledger(settings.ledger_url).begin() as conn:
+        conn.execute(efactura_documents.update().values(validated_at=None, findings="x"))
+    here = Runtime(replace(settings, render_processes=1))
+    assert pipeline.validate_efactura(here, "2026-10").valid == len(there)
+    assert {n: (r.state, r.findings) for n, r in xml_rows(settings).items()} == there
 
 
 def test_invoices_close_to_or_past_their_deadline_are_listed_and_fail_the_status(

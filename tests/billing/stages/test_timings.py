@@ -14,7 +14,8 @@ from billing.stages.report_text import format_report
 from storage.ledger import open_ledger, stage_timings
 from storage.timings import record_timing, stage_spans
 
-STAGES = ["stage", "issue", "render_archive", "notify_email", "notify_sms", "print_batch"]
+STAGES = ["stage", "issue", "render_archive", "efactura_validate", "notify_email", "notify_sms",
+          "print_batch"]  # fmt: skip
 
 
 def test_the_run_report_times_every_stage_and_the_whole_run(issued_sample):
@@ -32,6 +33,10 @@ def test_the_run_report_times_every_stage_and_the_whole_run(issued_sample):
         assert throughput["issue"]["items"] == invoiced
         assert throughput["render_archive"]["items"] == report["pdfs_archived"]
         assert throughput["render_archive"]["parts"] == report["chunks"]
+        # every XML the run made was validated in it, and the samples' are all valid
+        assert throughput["efactura_validate"]["items"] == report["efactura_xmls"] > 0
+        assert report["efactura_valid"] == report["efactura_xmls"]
+        assert report["efactura_invalid"] == report["efactura_unvalidated"] == 0
         sent = {ch: sum(counts.values()) for ch, counts in report["notices"].items()}
         assert throughput["notify_email"]["items"] == sent["email"]
         assert throughput["notify_sms"]["items"] == sent["sms"]
