@@ -219,7 +219,7 @@ bench: install
 	$(BIN)/python -m notifiers.bench
 	$(BIN)/python -m billing.bench $(BENCH_ARGS)
 	$(BIN)/python -m portal.bench
-	$(BIN)/python -m billing.bench_e2e --customers $(N)
+	$(BIN)/python -m billing.bench_e2e --customers $(N) --xml both
 
 # Re-pin every package after changing dependencies in pyproject.toml.
 constraints:

@@ -2,7 +2,11 @@
 its wall time and rate per stage from the run report, the peak memory of the largest process,
 and the single-core PDF floor measured in the same run, so the figure compares across machines.
 
-    python -m billing.bench_e2e [--customers N] [--keep DIR]
+    python -m billing.bench_e2e [--customers N] [--keep DIR] [--xml with|without|both]
+
+`--xml both` runs the cycle twice, the second time without the e-Factura XML (a supplier file
+with no postal address: the product's own path where no XML can be made, so none is validated
+either), and adds a table comparing the two runs stage by stage.
 
 The floor is a bare reportlab page in the invoice font (`renderers.bench.floor_page`), rendered
 on one core before the run starts: the end-to-end rate divided by it says how close the whole
@@ -28,6 +32,7 @@ from rich.table import Table
 
 from billing.config import CHECKOUT, usable_cpus
 from renderers.bench import floor_page, median_rates
+from renderers.supplier import DEFAULT_PATH as SUPPLIER_FILE
 from sample_data.generator import write_cycle
 
 CYCLE = "2026-11"
@@ -76,14 +81,23 @@ def _vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def run_through_dag(workdir: Path, customers: int) -> tuple[dict, float, float, str]:
-    """(run report, wall seconds of `make run`, peak MB of the largest process, its command)."""
+def run_through_dag(
+    workdir: Path, customers: int, xml: bool = True
+) -> tuple[dict, float, float, str]:
+    """(run report, wall seconds of `make run`, peak MB of the largest process, its command);
+    `xml=False` runs without the e-Factura XML."""
     source = workdir / "source"
     write_cycle(source, CYCLE, customers, seed=13)
     env = os.environ | {
         "INVOICES_HOME": str(workdir / "home"),
         "INVOICES_SOURCE_URL": str(source),
     }
+    if not xml:
+        supplier = json.loads(SUPPLIER_FILE.read_text(encoding="utf-8"))
+        del supplier["postal_address"]
+        bare = workdir / "supplier-without-address.json"
+        bare.write_text(json.dumps(supplier, ensure_ascii=False), encoding="utf-8")
+        env["INVOICES_SUPPLIER_FILE"] = str(bare)
     env.pop("AIRFLOW_HOME", None)
     make = ["make", "--no-print-directory", "-C", str(CHECKOUT)]
     subprocess.run([*make, "airflow-db"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -98,7 +112,33 @@ def run_through_dag(workdir: Path, customers: int) -> tuple[dict, float, float, 
     if process.returncode:
         sys.exit(f"make run failed:\n{output[-3000:]}")
     reports = sorted((workdir / "home" / "archive" / "reports" / CYCLE).glob("*.json"))
-    return json.loads(reports[-1].read_text()), wall, memory.peak_mb, memory.peak_name
+    report = json.loads(reports[-1].read_text())
+    made = report.get("efactura_xmls", 0)
+    if xml and not (made and report.get("efactura_valid") == made):
+        sys.exit(f"the run made {made} XMLs, {report.get('efactura_valid')} valid: see {workdir}")
+    if not xml and made:
+        sys.exit(f"the run without the XML made {made} XMLs")
+    return report, wall, memory.peak_mb, memory.peak_name
+
+
+def comparison(with_xml: tuple[dict, float], without: tuple[dict, float]) -> Table:
+    """Seconds per stage of the same cycle with and without the e-Factura XML."""
+    out = Table(title="The same cycle with and without the e-Factura XML (made and validated)")
+    for column in ("stage", "with XML: s", "without: s", "with / without"):
+        out.add_column(column, justify="left" if column == "stage" else "right")
+    (report, wall), (bare, bare_wall) = with_xml, without
+    rows = [(stage, seconds, bare["timings"].get(stage, 0.0))
+            for stage, seconds in report["timings"].items()]  # fmt: skip
+    rows.append(("make run (with Airflow start)", wall, bare_wall))
+    for stage, seconds, base in rows:
+        ratio = f"{seconds / base:.2f}" if base else ""
+        out.add_row(stage, f"{seconds:.1f}", f"{base:.1f}" if base else "-", ratio)
+    invoices = report["invoices_issued"] + report["invoices_existing"]
+    out.caption = (
+        f"end to end: {invoices / wall:,.1f} invoices/s with the XML, "
+        f"{invoices / bare_wall:,.1f} without"
+    )
+    return out
 
 
 def table(report: dict, wall: float, peak_mb: float, peak_name: str, floor: float) -> Table:
@@ -150,18 +190,29 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    parser.add_argument("--xml", choices=("with", "without", "both"), default="with",
+                        help="make and validate the e-Factura XML (default), not, or run both")  # fmt: skip
     args = parser.parse_args(argv)
     floor = median_rates([floor_page], 3.0)[0]
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="invoices-bench-e2e-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    runs = {}
     try:
-        report, wall, peak_mb, peak_name = run_through_dag(workdir, args.customers)
+        for xml in {"with": (True,), "without": (False,), "both": (True, False)}[args.xml]:
+            folder = workdir / ("with-xml" if xml else "without-xml")
+            report, wall, peak_mb, peak_name = run_through_dag(folder, args.customers, xml)
+            table_ = table(report, wall, peak_mb, peak_name, floor)
+            table_.title += "" if xml else ", without the e-Factura XML"
+            console.print(table_)
+            runs[xml] = (report, wall)
+            if args.keep is None:
+                shutil.rmtree(folder, ignore_errors=True)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    Console(width=None if sys.stdout.isatty() else 140).print(
-        table(report, wall, peak_mb, peak_name, floor)
-    )
+    if len(runs) == 2:
+        console.print(comparison(runs[True], runs[False]))
 
 
 if __name__ == "__main__":
