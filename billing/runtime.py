@@ -10,6 +10,7 @@
               ├── supplier        the issuer printed on every invoice
               ├── renderer        the PDF renderer and its template version
               ├── render_processes  processes rendering PDFs beside this one, per chunk
+              ├── validator_processes  processes validating e-Factura XMLs, kept per process
               ├── email / sms     the notifiers the settings select
               └── portal keys, codes, sessions, limiter   the customer's side (billing.accounts)
 
@@ -131,12 +132,22 @@ class Runtime:
 
     @contextmanager
     def validator_processes(self) -> Iterator[Any]:
-        """Processes that validate e-Factura XMLs (`render_processes` of them), for the length of
-        the `with`; None when there is one, or when this process may have no children: validate
-        in the caller. They are spawned, not forked: the schematron runs in Saxon's native
-        runtime, whose threads a fork would not carry into the child."""
-        with self._processes("spawn") as pool:
-            yield pool
+        """Processes that validate e-Factura XMLs (`render_processes` of them); None when there
+        is one, or when this process may have no children: validate in the caller. They are
+        spawned, not forked: the schematron runs in Saxon's native runtime, whose threads a
+        fork would not carry into the child.
+
+        Unlike render processes they outlive the `with` and serve every later call in this
+        process, ending with it: each starts Python, imports the validator and compiles the
+        stylesheet (1.5 to 2 s for two), which a chunk of a thousand invoices would otherwise
+        pay again, and `airflow dags test` (`make run`) runs every chunk's task in one process.
+        A pool broken by a dead process is replaced on the next call."""
+        import multiprocessing
+
+        if self.settings.render_processes <= 1 or multiprocessing.current_process().daemon:
+            yield None
+            return
+        yield _kept_validators(self.settings.render_processes)
 
     @contextmanager
     def _processes(self, start: str, warm_up: Callable[[], None] | None = None) -> Iterator[Any]:
@@ -279,6 +290,38 @@ class Runtime:
         return Sessions(
             self.ledger, self.portal_keys, s.session_idle_seconds, s.session_max_seconds
         )
+
+
+_validators: dict[int, Any] = {}  # processes -> the pool this process keeps
+
+
+def _kept_validators(processes: int) -> Any:
+    """This process's pool of `processes` spawned validator processes, started on first use
+    (each process when the first XMLs reach it) and shut down when this process exits."""
+    import atexit
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = _validators.get(processes)
+    if pool is not None and not getattr(pool, "_broken", False):
+        return pool
+    pool = ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_render_process_started,
+        initargs=(os.getpid(),),
+    )
+    if not _validators:
+        atexit.register(_stop_validators)
+    _validators[processes] = pool
+    return pool
+
+
+def _stop_validators() -> None:
+    for pool in _validators.values():
+        pool.shutdown(wait=True, cancel_futures=True)
+    _validators.clear()
 
 
 def _render_process_started(parent: int) -> None:
