@@ -155,12 +155,21 @@ def _record(engine: Engine, rows: Sequence[sa.Row], findings: list[list[dict]]) 
         (invalid if any(f["fatal"] for f in found) else valid).append((row.number, found))
     table = efactura_documents
     pending = (table.c.state == "pending") & table.c.validated_at.is_(None)
+    clean = [number for number, found in valid if not found]
     with engine.begin() as conn:
+        if clean:  # most XMLs: no finding at all, one statement for the batch
+            conn.execute(
+                table.update()
+                .where(table.c.number.in_(clean), pending)
+                .values(validated_at=now, findings="")
+            )
         for number, found in valid:  # warnings are kept too
+            if not found:
+                continue
             conn.execute(
                 table.update()
                 .where(table.c.number == number, pending)
-                .values(validated_at=now, findings=json.dumps(found, ensure_ascii=False) if found else "")
+                .values(validated_at=now, findings=json.dumps(found, ensure_ascii=False))
             )  # fmt: skip
         for number, found in invalid:
             conn.execute(
@@ -257,6 +266,7 @@ def deadlines(engine: Engine, today: date, cycle_id: str | None = None) -> list[
 
 # an unanswered upload not in ANAF's message list by then never got there
 RECONCILE_AFTER = timedelta(hours=1)
+LIST_MARGIN = timedelta(minutes=10)  # the message list is read from this long before an upload
 
 
 @dataclass(frozen=True)
@@ -397,7 +407,7 @@ def _reconcile(engine: Engine, client, now: datetime) -> tuple[int, int]:
     """Unanswered uploads: an accepted message of the list whose invoice is one of them gets
     its index (and is polled as uploaded); one not listed after RECONCILE_AFTER never reached
     ANAF and may be uploaded again."""
-    from notifiers.anaf import zip_invoice_number
+    from notifiers.anaf import SENT_KINDS, zip_invoice_number
 
     table = efactura_documents
     with engine.connect() as conn:
@@ -415,10 +425,12 @@ def _reconcile(engine: Engine, client, now: datetime) -> tuple[int, int]:
             conn.execute(sa.select(table.c.upload_index).where(table.c.upload_index.is_not(None))).scalars()
         )  # fmt: skip
     oldest = min(as_utc(r.upload_started_at) for r in waiting.values())
-    days = min(60, max(1, (now - oldest).days + 1))
     found = 0
-    for message in client.messages(days):
+    # from a little before the oldest unanswered upload: clocks differ
+    for message in client.messages(oldest - LIST_MARGIN):
         if message.upload_index in known or not message.download_id:
+            continue
+        if message.kind not in SENT_KINDS:  # an invoice received, a buyer's message
             continue
         number = zip_invoice_number(client.download(message.download_id))
         if number in waiting:
