@@ -1,5 +1,5 @@
-"""`AnafClient`: ANAF's e-Factura API (upload, B2C upload, message status, download, message
-list), over httpx, with OAuth2 bearer tokens refreshed before they expire.
+"""`AnafClient`: ANAF's e-Factura API (upload, B2C upload, message status, download, the paged
+message list), over httpx, with OAuth2 bearer tokens refreshed before they expire.
 
 Every call answers a value or raises one of:
 - `RateLimited`: HTTP 204 or ANAF's limit message; the caller backs off and tries later;
@@ -19,8 +19,9 @@ import logging
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from lxml import etree
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN_URL = "https://logincert.anaf.ro/anaf-oauth2/v1/token"
 REFRESH_MARGIN = 120.0  # seconds before expiry a token is refreshed
 LIMIT_MARKERS = ("S-au facut deja", "limita")  # ANAF's words for a reached limit
+LIST_DAYS = 60  # how far back ANAF lists messages
+# what ANAF lists of the invoices this CIF sent: accepted ones and refused ones (the list also
+# holds invoices received from suppliers and buyers' messages, none of them ours)
+SENT_KINDS = ("FACTURA TRIMISA", "ERORI FACTURA")
 
 
 class RateLimited(RetryableDeliveryError):
@@ -150,19 +155,27 @@ class AnafClient:
             raise AnafRefused([_json_error(response) or "the download is not a ZIP"])
         return response.content
 
-    def messages(self, days: int) -> list[Message]:
-        """`listaMesajeFactura` of the last `days` (1..60) for this CIF."""
-        response = self._read("listaMesajeFactura", {"zile": str(days), "cif": self.cif})
-        body = response.json()
-        if "mesaje" not in body:
-            if str(body.get("eroare", "")).startswith("Nu exista mesaje"):
-                return []
-            raise AnafRefused([str(body.get("eroare", "no message list"))])
-        return [
-            Message(str(m["id_solicitare"]), m.get("id") and str(m["id"]), m.get("tip", ""),
-                    m.get("data_creare", ""))
-            for m in body["mesaje"]
-        ]  # fmt: skip
+    def messages(self, since: datetime, until: datetime | None = None) -> Iterator[Message]:
+        """Every message ANAF lists for this CIF from `since` (at most 60 days back) to `until`
+        (now), page by page: `listaMesajePaginatieFactura` answers 500 a page, where the
+        unpaged `listaMesajeFactura` refuses a list longer than that, as a day of a large
+        cycle's uploads is. Pages are read as they are consumed."""
+        end = until or datetime.now(UTC)
+        start = max(since, end - timedelta(days=LIST_DAYS) + timedelta(minutes=1))
+        window = {"startTime": str(_millis(start)), "endTime": str(_millis(end)), "cif": self.cif}
+        page = 1
+        while True:
+            body = self._read("listaMesajePaginatieFactura", {**window, "pagina": str(page)}).json()
+            if "mesaje" not in body:
+                if str(body.get("eroare", "")).startswith("Nu exista mesaje"):
+                    return
+                raise AnafRefused([str(body.get("eroare", "no message list"))])
+            for m in body["mesaje"]:
+                yield Message(str(m["id_solicitare"]), m.get("id") and str(m["id"]),
+                              m.get("tip", ""), m.get("data_creare", ""))  # fmt: skip
+            if page >= int(body.get("numar_total_pagini") or 1):
+                return
+            page += 1
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -260,6 +273,11 @@ def zip_invoice_number(data: bytes) -> str | None:
             if found is not None:
                 return found.text
     return None
+
+
+def _millis(moment: datetime) -> int:
+    """Epoch milliseconds, as ANAF's paged list takes its window."""
+    return int(moment.timestamp() * 1000)
 
 
 def _xml(response: httpx.Response) -> etree._Element:

@@ -13,7 +13,13 @@ Under `/{test|prod}/FCTEL/rest/`:
   `"nok"` with `id_descarcare`; `"XML cu erori nepreluat de sistem"` for an XML it cannot read;
 - `GET descarcare?id=` : a ZIP with the signed invoice (`<index>.xml`) or the error list, and
   ANAF's signature (`semnatura_<index>.xml`);
-- `GET listaMesajeFactura?zile=1..60&cif=` : the processed messages, JSON.
+- `GET listaMesajeFactura?zile=1..60&cif=` : the processed messages, JSON; refused, as ANAF
+  does, when they are more than one page (500);
+- `GET listaMesajePaginatieFactura?startTime=<ms>&endTime=<ms>&cif=&pagina=<1..>` : the same
+  messages of a time window (at most 60 days back), a page at a time (`page_size`, 500), with
+  `numar_total_pagini` and ANAF's other page counts.
+The lists also hold the invoices suppliers sent this CIF (`received`, `FACTURA PRIMITA`), which
+are none of the client's uploads.
 Every call needs `Authorization: Bearer <token>` with a token the token endpoint
 (`POST /anaf-oauth2/v1/token`, grant_type refresh_token) issued and that has not expired.
 
@@ -47,6 +53,11 @@ from fastapi.responses import JSONResponse
 UPLOAD_NS = "mfp:anaf:dgti:spv:respUploadFisier:v1"
 STATUS_NS = "mfp:anaf:dgti:efactura:stareMesajFactura:v1"
 LIMIT_MESSAGE = "S-au facut deja 1000 descarcari de mesaje in cursul zilei"
+PAGE_SIZE = 500  # messages in one list answer
+TOO_MANY = (
+    "Lista de mesaje este mai mare decat numarul de {size} elemente permise in pagina. "
+    "Folositi endpoint-ul cu paginatie."
+)
 _NUMBER = re.compile(rb"<cbc:ID>([^<]+)</cbc:ID>")
 _CUSTOMIZATION = b"urn:efactura.mfinante.ro:CIUS-RO:1.0.1"
 
@@ -88,6 +99,9 @@ class Simulator:
         self.refresh_tokens: set[str] = set()
         self.calls = 0
         self.limited_calls = 0  # calls answered with a rate limit
+        self.page_size = PAGE_SIZE
+        self.received: list[dict] = []  # invoices suppliers sent this CIF, as listed
+        self.pages_listed = 0  # answers of the paged message list
         self._index = itertools.count(5_001_000_001)
         self._download = itertools.count(3_001_000_001)
 
@@ -221,6 +235,28 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
             return JSONResponse({"eroare": f"Pentru id={id} nu exista inregistrata nici o factura"})
         return Response(_zip(entry), media_type="application/zip")
 
+    def listed(cif: str, since: datetime, until: datetime) -> list[dict]:
+        """The processed messages of `cif` received in [since, until], oldest first."""
+        with sim.lock:
+            for entry in sim.uploads.values():  # time has passed: ANAF has processed them
+                if entry.state == "in prelucrare":
+                    sim.process(entry)
+            sent = [
+                (u.received, {
+                    "data_creare": u.received.strftime("%Y%m%d%H%M"), "cif": u.cif,
+                    "id_solicitare": u.index,
+                    "tip": "FACTURA TRIMISA" if u.state == "ok" else "ERORI FACTURA",
+                    "detalii": f"Factura cu id_incarcare={u.index} emisa de cif_emitent={u.cif}",
+                    "id": u.download_id})
+                for u in sim.uploads.values()
+                if u.cif == cif and since <= u.received <= until and u.download_id
+            ]  # fmt: skip
+            received = [
+                (datetime.strptime(m["data_creare"], "%Y%m%d%H%M"), m) for m in sim.received
+            ]
+        messages = sent + [(at, m) for at, m in received if since <= at <= until]
+        return [m for _, m in sorted(messages, key=lambda pair: pair[0])]
+
     @app.get("/{env}/FCTEL/rest/listaMesajeFactura")
     def messages(zile: int, cif: str, authorization: str = Header(None)):
         sim.check_token(authorization)
@@ -228,24 +264,47 @@ def create_app(sim: Simulator | None = None) -> FastAPI:
             return limited
         if not 1 <= zile <= 60:
             return JSONResponse({"eroare": "Numarul de zile trebuie sa fie intre 1 si 60"})
-        since = datetime.now() - timedelta(days=zile)
-        with sim.lock:
-            for entry in sim.uploads.values():  # time has passed: ANAF has processed them
-                if entry.state == "in prelucrare":
-                    sim.process(entry)
-            listed = [
-                {"data_creare": u.received.strftime("%Y%m%d%H%M"), "cif": u.cif,
-                 "id_solicitare": u.index, "tip": "FACTURA TRIMISA" if u.state == "ok" else "ERORI FACTURA",
-                 "detalii": f"Factura cu id_incarcare={u.index} emisa de cif_emitent={u.cif}",
-                 "id": u.download_id}
-                for u in sim.uploads.values()
-                if u.cif == cif and u.received >= since and u.download_id
-            ]  # fmt: skip
-        if not listed:
+        now = datetime.now()
+        found = listed(cif, now - timedelta(days=zile), now)
+        if not found:
             return JSONResponse({"eroare": f"Nu exista mesaje in ultimele {zile} zile"})
+        if len(found) > sim.page_size:
+            return JSONResponse({"eroare": TOO_MANY.format(size=sim.page_size)})
         return JSONResponse(
-            {"mesaje": listed, "serial": "1234AA456", "cui": cif, "titlu": "Lista Mesaje"}
+            {"mesaje": found, "serial": "1234AA456", "cui": cif, "titlu": "Lista Mesaje"}
         )
+
+    @app.get("/{env}/FCTEL/rest/listaMesajePaginatieFactura")
+    def paged_messages(
+        startTime: int, endTime: int, cif: str, pagina: int,  # noqa: N803 (ANAF's names)
+        authorization: str = Header(None),
+    ):  # fmt: skip
+        sim.check_token(authorization)
+        if limited := sim.limited():
+            return limited
+        since, until = (datetime.fromtimestamp(ms / 1000) for ms in (startTime, endTime))
+        if until < since:
+            return JSONResponse({"eroare": "endTime nu poate fi inainte de startTime"})
+        if since < datetime.now() - timedelta(days=60):
+            return JSONResponse({"eroare": "startTime nu poate fi mai vechi de 60 de zile"})
+        found = listed(cif, since, until)
+        if not found:
+            return JSONResponse({"eroare": "Nu exista mesaje in intervalul selectat"})
+        pages = -(-len(found) // sim.page_size)
+        if not 1 <= pagina <= pages:
+            return JSONResponse(
+                {"eroare": f"Pagina solicitata {pagina} este mai mare decat numarul total de "
+                           f"pagini {pages}"}
+            )  # fmt: skip
+        page = found[(pagina - 1) * sim.page_size : pagina * sim.page_size]
+        sim.pages_listed += 1
+        return JSONResponse({
+            "mesaje": page, "numar_inregistrari_in_pagina": len(page),
+            "numar_total_inregistrari_per_pagina": sim.page_size,
+            "numar_total_inregistrari": len(found), "numar_total_pagini": pages,
+            "index_pagina_curenta": pagina, "serial": "1234AA456", "cui": cif,
+            "titlu": "Lista Mesaje",
+        })  # fmt: skip
 
     @app.post("/anaf-oauth2/v1/token")
     def token(grant_type: str = Form(...), refresh_token: str = Form(None)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import json
 import zipfile
+from datetime import datetime
 from io import BytesIO
 
 import sqlalchemy as sa
@@ -48,6 +49,13 @@ def test_a_cycle_reaches_anaf_exactly_once_through_its_faults(issued_copy):
         sim.faults.limit_message_every = 97  # ANAF's limit message now and then
         sim.faults.timeout_after_accept, sim.faults.hold_seconds = 2, 1.5
         sim.faults.processing_polls = 1  # one "in prelucrare" before the answer
+        sim.page_size = 10  # the message list comes in pages, and lists invoices received too
+        sim.received = [
+            {"data_creare": datetime.now().strftime("%Y%m%d%H%M"), "cif": "18547290",
+             "id_solicitare": f"49000000{n}", "tip": "FACTURA PRIMITA", "id": f"39000000{n}",
+             "detalii": f"Factura cu id_incarcare=49000000{n} emisa de cif_emitent=1234567{n}"}
+            for n in range(3)
+        ]  # fmt: skip
 
         rounds = reconciled = 0
         while rounds < 60:
@@ -74,6 +82,10 @@ def test_a_cycle_reaches_anaf_exactly_once_through_its_faults(issued_copy):
     assert errors == ["E: [BR-RO-999] eroare simulata a facturii"]
     # the faults were met and got through: limits, both lost replies found in the message list
     assert sim.limited_calls > 3 and reconciled == 2 and rounds > 1
+    # the list was read page by page (a round's 40 or so uploads, 10 a page), and the invoices
+    # received, listed last, were left alone: no download of theirs exists, and trying one
+    # would have failed the sync
+    assert sim.pages_listed >= 3
     archive = open_archive(settings.archive_url)
     for number, row in final.items():
         assert row.upload_index and row.response_key.endswith(f"/{number}.anaf.zip")
