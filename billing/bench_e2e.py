@@ -122,17 +122,25 @@ def run_through_dag(
 
 
 def comparison(with_xml: tuple[dict, float], without: tuple[dict, float]) -> Table:
-    """Seconds per stage of the same cycle with and without the e-Factura XML."""
+    """Each stage's own (busy) seconds for the same cycle with and without the e-Factura XML:
+    under `airflow dags test` the mapped tasks of the notify and validate stages interleave, so
+    their spans say little; the busy seconds are each stage's own."""
     out = Table(title="The same cycle with and without the e-Factura XML (made and validated)")
-    for column in ("stage", "with XML: s", "without: s", "with / without"):
+    for column in ("stage", "with XML: busy s", "without: busy s", "with / without"):
         out.add_column(column, justify="left" if column == "stage" else "right")
     (report, wall), (bare, bare_wall) = with_xml, without
-    rows = [(stage, seconds, bare["timings"].get(stage, 0.0))
-            for stage, seconds in report["timings"].items()]  # fmt: skip
+
+    def busy(run: dict, stage: str) -> float:
+        own = run["throughput"].get(stage, {}).get("busy_seconds")
+        return own if own is not None else run["timings"].get(stage, 0.0)
+
+    rows = [(stage, busy(report, stage), busy(bare, stage))
+            for stage in report["timings"] if stage != "total"]  # fmt: skip
+    rows.append(("run (report's total)", report["timings"]["total"], bare["timings"]["total"]))
     rows.append(("make run (with Airflow start)", wall, bare_wall))
     for stage, seconds, base in rows:
-        ratio = f"{seconds / base:.2f}" if base else ""
-        out.add_row(stage, f"{seconds:.1f}", f"{base:.1f}" if base else "-", ratio)
+        ratio = f"{seconds / base:.2f}" if base >= 0.5 else ""
+        out.add_row(stage, f"{seconds:.1f}", f"{base:.1f}", ratio)
     invoices = report["invoices_issued"] + report["invoices_existing"]
     out.caption = (
         f"end to end: {invoices / wall:,.1f} invoices/s with the XML, "

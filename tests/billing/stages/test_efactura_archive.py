@@ -251,6 +251,8 @@ def test_validator_processes_give_the_findings_of_validating_here(settings_for):
     with runtime.validator_processes() as validators:
         assert validators is not None
     report = pipeline.run_cycle(runtime, "2026-10", "r", send_notices=False)  # in 2 processes
+    with Runtime(settings).validator_processes() as again:  # started once a process
+        assert again is validators and not validators._broken  # noqa: SLF001
     assert report["efactura_valid"] == report["efactura_xmls"] == len(xml_rows(settings)) > 0
     there = {n: (r.state, r.findings) for n, r in xml_rows(settings).items()}
     with open_ledger(settings.ledger_url).begin() as conn:
