@@ -21,7 +21,9 @@ hand it down; nothing below reads the environment.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -295,18 +297,42 @@ class Runtime:
 _validators: dict[int, Any] = {}  # processes -> the pool this process keeps
 
 
+class _SpawnedPool(ProcessPoolExecutor):
+    """Spawned processes that do not run this process's main script again.
+
+    multiprocessing's spawn runs the parent's main script in each child (as `__mp_main__`), so
+    that functions defined there can be found. In a task the main script is Airflow's command
+    line, which fails in a child: a task process refuses Airflow's database, and importing
+    Airflow reads that setting. The functions these processes run are the product's, imported
+    by their module's name, so the child is started as if the parent had no main script: the
+    main module's `__file__` and `__spec__` are set aside while `submit` starts a process (it
+    starts them there, one a call, until the pool is full)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        main = sys.modules["__main__"]
+        kept = {
+            name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__
+        }
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(kept)
+
+
 def _kept_validators(processes: int) -> Any:
     """This process's pool of `processes` spawned validator processes, started on first use
     (each process when the first XMLs reach it) and shut down when this process exits."""
     import atexit
     import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
 
     pool = _validators.get(processes)
     if pool is not None and not getattr(pool, "_broken", False):
         return pool
-    pool = ProcessPoolExecutor(
+    pool = _SpawnedPool(
         processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_render_process_started,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import date
 
@@ -16,6 +18,7 @@ from typer.testing import CliRunner
 
 from billing import pipeline
 from billing.cli import app
+from billing.config import CHECKOUT
 from billing.domain.errors import ConfigurationError
 from billing.domain.layout import efactura_key
 from billing.runtime import Runtime
@@ -260,6 +263,34 @@ def test_validator_processes_give_the_findings_of_validating_here(settings_for):
     here = Runtime(replace(settings, render_processes=1))
     assert pipeline.validate_efactura(here, "2026-10").valid == len(there)
     assert {n: (r.state, r.findings) for n, r in xml_rows(settings).items()} == there
+
+
+MAIN_SCRIPT = """
+import sys
+if __name__ != "__main__":  # as multiprocessing's spawn would run it in each child
+    sys.exit("the main script ran again in a validator process")
+from billing.config import Settings
+from billing.runtime import Runtime
+from billing.stages.efactura import findings_of
+
+settings = Settings.from_env({"INVOICES_HOME": sys.argv[1], "INVOICES_RENDER_PROCESSES": "2"})
+with Runtime(settings).validator_processes() as pool:
+    print(pool.submit(findings_of, [None]).result(), pool.submit(findings_of, [None]).result())
+"""
+
+
+def test_validator_processes_do_not_run_the_parents_main_script_again(tmp_path):
+    # A task's main script is Airflow's command line, which must not start again in a child:
+    # a task process refuses Airflow's database, and importing Airflow reads that setting.
+    script = tmp_path / "main_script.py"
+    script.write_text(MAIN_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "home")], cwd=CHECKOUT,
+        env=os.environ | {"PYTHONPATH": str(CHECKOUT)}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("ARCHIVE") == 2
 
 
 def test_invoices_close_to_or_past_their_deadline_are_listed_and_fail_the_status(
