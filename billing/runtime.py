@@ -129,8 +129,25 @@ class Runtime:
         script), all at once, before the archive step starts its upload threads; they end with
         the `with`, so a task process never leaves one behind, and on their own if this process
         dies."""
-        with self._processes("fork", warm_up=self.renderer.warm_up) as pool:
+        import multiprocessing
+
+        if self.settings.render_processes <= 1 or multiprocessing.current_process().daemon:
+            yield None
+            return
+        import os
+
+        self.renderer.warm_up()
+        pool = ProcessPoolExecutor(
+            self.settings.render_processes,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_render_process_started,
+            initargs=(os.getpid(),),
+        )
+        try:
+            pool.submit(os.getpid).result()  # forks every process of the pool now
             yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     @contextmanager
     def validator_processes(self) -> Iterator[Any]:
@@ -150,33 +167,6 @@ class Runtime:
             yield None
             return
         yield _kept_validators(self.settings.render_processes)
-
-    @contextmanager
-    def _processes(self, start: str, warm_up: Callable[[], None] | None = None) -> Iterator[Any]:
-        """A pool of `render_processes` processes started by `start` ("fork": all of them at
-        once, after `warm_up`), shut down with the `with`; None when there would be one."""
-        import multiprocessing
-
-        if self.settings.render_processes <= 1 or multiprocessing.current_process().daemon:
-            yield None
-            return
-        import os
-        from concurrent.futures import ProcessPoolExecutor
-
-        if warm_up is not None:
-            warm_up()
-        pool = ProcessPoolExecutor(
-            self.settings.render_processes,
-            mp_context=multiprocessing.get_context(start),
-            initializer=_render_process_started,
-            initargs=(os.getpid(),),
-        )
-        try:
-            if start == "fork":
-                pool.submit(os.getpid).result()  # forks every process of the pool now
-            yield pool
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
 
     @cached_property
     def efactura_client(self):
