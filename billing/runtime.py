@@ -129,11 +129,10 @@ class Runtime:
         script), all at once, before the archive step starts its upload threads; they end with
         the `with`, so a task process never leaves one behind, and on their own if this process
         dies."""
-        import multiprocessing
-
-        if self.settings.render_processes <= 1 or multiprocessing.current_process().daemon:
+        if not self._has_processes():
             yield None
             return
+        import multiprocessing
         import os
 
         self.renderer.warm_up()
@@ -161,12 +160,17 @@ class Runtime:
         stylesheet (1.5 to 2 s for two), which a chunk of a thousand invoices would otherwise
         pay again, and `airflow dags test` (`make run`) runs every chunk's task in one process.
         A pool broken by a dead process is replaced on the next call."""
-        import multiprocessing
-
-        if self.settings.render_processes <= 1 or multiprocessing.current_process().daemon:
+        if not self._has_processes():
             yield None
             return
         yield _kept_validators(self.settings.render_processes)
+
+    def _has_processes(self) -> bool:
+        """Whether work goes to processes beside this one: more than one is configured, and
+        this process may have children (a daemonic pool worker may not)."""
+        import multiprocessing
+
+        return self.settings.render_processes > 1 and not multiprocessing.current_process().daemon
 
     @cached_property
     def efactura_client(self):
