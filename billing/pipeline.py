@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -176,14 +176,7 @@ def validate_efactura(
 ) -> efactura.ValidationResult:
     """Validate the cycle's (or every cycle's) archived e-Factura XMLs not validated yet, fail
     closed: an invalid one is marked so, with its findings, and never uploaded."""
-    with _timed(runtime, run_id, "efactura_validate") as done, \
-            runtime.validator_processes() as validators:  # fmt: skip
-        result = efactura.validate_pending(
-            runtime.ledger, runtime.archive, cycle_id, validators,
-            runtime.settings.render_processes, progress,
-        )  # fmt: skip
-        done.items = result.valid + result.invalid
-    return result
+    return _validate_efactura(runtime, cycle_id, run_id, progress)
 
 
 def validate_efactura_chunk(
@@ -191,12 +184,23 @@ def validate_efactura_chunk(
 ) -> efactura.ValidationResult:
     """Validate the e-Factura XMLs of one chunk's invoices that are not validated yet (the
     cycle run's part of it: what it leaves, the e-Factura DAG validates)."""
-    with _timed(runtime, run_id, "efactura_validate", ref.number) as done, \
+    customer_ids = read_chunk_customer_ids(runtime.staging, ref)
+    return _validate_efactura(runtime, ref.cycle_id, run_id, progress, ref.number, customer_ids)
+
+
+def _validate_efactura(
+    runtime: Runtime,
+    cycle_id: str | None,
+    run_id: str | None,
+    progress: Progress,
+    part: int = 0,
+    customer_ids: Sequence[str] | None = None,
+) -> efactura.ValidationResult:
+    with _timed(runtime, run_id, "efactura_validate", part) as done, \
             runtime.validator_processes() as validators:  # fmt: skip
         result = efactura.validate_pending(
-            runtime.ledger, runtime.archive, ref.cycle_id, validators,
-            runtime.settings.render_processes, progress,
-            customer_ids=read_chunk_customer_ids(runtime.staging, ref),
+            runtime.ledger, runtime.archive, cycle_id, validators,
+            runtime.settings.render_processes, progress, customer_ids,
         )  # fmt: skip
         done.items = result.valid + result.invalid
     return result
