@@ -191,12 +191,6 @@ def status(engine: Engine, cycle_id: str | None = None, examples: int = 20) -> d
         counts = conn.execute(
             sa.select(table.c.state, ready, sa.func.count()).where(*where).group_by(table.c.state, ready)
         ).all()  # fmt: skip
-        invalid = conn.execute(
-            sa.select(table.c.number, table.c.cycle_id, table.c.findings)
-            .where(*where, table.c.state == "invalid")
-            .order_by(table.c.number)
-            .limit(examples)
-        ).all()
     states: dict[str, int] = {}
     for state, validated, count in counts:
         name = (
@@ -205,19 +199,31 @@ def status(engine: Engine, cycle_id: str | None = None, examples: int = 20) -> d
             else state
         )
         states[name] = states.get(name, 0) + count
-    return {
-        "states": states,
-        "invalid": [
-            {
-                "number": r.number,
-                "cycle_id": r.cycle_id,
-                "rules": [
-                    f"[{f['rule']}] {f['message']}" for f in json.loads(r.findings) if f["fatal"]
-                ],
-            }
-            for r in invalid
-        ],  # fmt: skip
-    }
+    return {"states": states, "invalid": invalid_examples(engine, cycle_id, examples)}
+
+
+def invalid_examples(engine: Engine, cycle_id: str | None, limit: int) -> list[dict]:
+    """The first `limit` invalid XMLs of `cycle_id` (or of every cycle), in number order, each
+    with the fatal rules it breaks as `[rule] message`."""
+    table = efactura_documents
+    where = [table.c.cycle_id == cycle_id] if cycle_id is not None else []
+    with engine.connect() as conn:
+        invalid = conn.execute(
+            sa.select(table.c.number, table.c.cycle_id, table.c.findings)
+            .where(*where, table.c.state == "invalid")
+            .order_by(table.c.number)
+            .limit(limit)
+        ).all()
+    return [
+        {
+            "number": r.number,
+            "cycle_id": r.cycle_id,
+            "rules": [
+                f"[{f['rule']}] {f['message']}" for f in json.loads(r.findings) if f["fatal"]
+            ],
+        }
+        for r in invalid
+    ]
 
 
 def deadlines(engine: Engine, today: date, cycle_id: str | None = None) -> list[dict]:

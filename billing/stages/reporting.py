@@ -345,7 +345,7 @@ def finalize_report(
         "quarantine": quarantine,
         "failures": failures,
         "efactura_invalid_examples": (
-            efactura.status(engine, cycle_id, REPORT_EXAMPLES)["invalid"]
+            efactura.invalid_examples(engine, cycle_id, REPORT_EXAMPLES)
             if documents["efactura_invalid"]
             else []
         ),
