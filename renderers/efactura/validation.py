@@ -61,13 +61,13 @@ def lean_stylesheet(path: Path) -> str:
     indented. Asserts, reports, their ids, flags, messages and locations are left as they are."""
     tree = etree.parse(str(path))
     root = tree.getroot()
-    for element in list(root.iter("{http://purl.oclc.org/dsdl/svrl}fired-rule")):
+    for element in list(root.iter(f"{{{SVRL['svrl']}}}fired-rule")):
         element.getparent().remove(element)
     default_mode = {
         t.get("match") for t in root.iter(f"{{{XSL}}}template") if t.get("mode") is None
     }
     if default_mode <= {"/", "text()"}:  # then an active pattern's apply-templates writes nothing
-        for element in list(root.iter("{http://purl.oclc.org/dsdl/svrl}active-pattern")):
+        for element in list(root.iter(f"{{{SVRL['svrl']}}}active-pattern")):
             element.getparent().remove(element)
     for output in root.iter(f"{{{XSL}}}output"):
         output.set("indent", "no")
